@@ -1,0 +1,1 @@
+//! Cryptography of the KMS protocol (PROTOCOL.md §6).

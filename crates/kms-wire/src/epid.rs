@@ -1,0 +1,1 @@
+//! Extended PIDs (PROTOCOL.md §8).

@@ -1,0 +1,3 @@
+//! kms-wire integration tests: one binary, one module per concern.
+
+mod common;
