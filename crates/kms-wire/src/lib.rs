@@ -24,6 +24,8 @@ pub mod hresult;
 pub mod kms;
 pub mod rpc;
 
+pub use epid::{Epid, EpidError};
 pub use filetime::FileTime;
 pub use guid::Guid;
 pub use hresult::Hresult;
+pub use kms::{KmsError, ProtocolVersion};

@@ -1,3 +1,11 @@
 //! kms-wire integration tests: one binary, one module per concern.
 
 mod common;
+mod crypto_vectors;
+mod kms_captured;
+mod kms_malformed;
+mod rpc_captured;
+mod rpc_host;
+mod kms_props;
+mod rpc_malformed;
+mod rpc_props;

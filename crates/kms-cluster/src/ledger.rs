@@ -1,0 +1,125 @@
+//! [`ClusterLedger`]: decides against the replicated state, records new clients through Raft.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use kms_core::{ActivationInput, RecordOutcome, RecordRequest, State, decide};
+use kms_host::{Denial, Grant, Ledger, RequestMeta};
+use kms_store::StateMachineStore;
+use kms_wire::Hresult;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::batcher::PendingRecord;
+
+/// The `Ledger` of a cluster node.
+#[derive(Debug, Clone)]
+pub struct ClusterLedger {
+    sm: StateMachineStore,
+    records: mpsc::Sender<PendingRecord>,
+    request_ids: Arc<AtomicU64>,
+}
+
+/// What the state says about a request before anything is written.
+enum Plan {
+    Refuse(Denial),
+    Answer(Grant),
+    Record(RecordRequest, Grant),
+}
+
+impl ClusterLedger {
+    pub(crate) fn new(
+        _node_id: u64,
+        sm: StateMachineStore,
+        records: mpsc::Sender<PendingRecord>,
+        request_ids: Arc<AtomicU64>,
+    ) -> ClusterLedger {
+        ClusterLedger {
+            sm,
+            records,
+            request_ids,
+        }
+    }
+
+    fn plan(&self, s: &State, input: &ActivationInput, meta: &RequestMeta) -> Plan {
+        let now = meta.received_at;
+        let pool = match decide(s.config(), input, now) {
+            Ok(pool) => pool,
+            Err(refusal) => {
+                return Plan::Refuse(Denial {
+                    hresult: refusal.hresult,
+                    reason: refusal.reason.to_string(),
+                    pool: kms_core::Pool::from_application_id(input.application_id)
+                        .map(|p| p.name()),
+                });
+            }
+        };
+        let (Some(identity), Some(epid)) = (s.identity(), s.identity_for(input.kms_counted_id))
+        else {
+            return Plan::Refuse(Denial {
+                hresult: Hresult::KMS_NOT_ACTIVATED,
+                reason: "the cluster has no host identity for this product group yet".into(),
+                pool: Some(pool.name()),
+            });
+        };
+        let cfg = s.config();
+        let grant = Grant {
+            epid: epid.to_string(),
+            hwid: identity.hwid,
+            current_count: 0,
+            activation_interval: cfg.activation_interval_minutes,
+            renewal_interval: cfg.renewal_interval_minutes,
+            pool: pool.name(),
+            degraded: false,
+        };
+        if s.needs_write_for(
+            pool,
+            &input.client_machine_id,
+            &input.workstation,
+            &input.kms_counted_id,
+            now,
+        ) {
+            let id = self.request_ids.fetch_add(1, Ordering::Relaxed);
+            let record = input.to_record(pool, id, &meta.source.to_string());
+            Plan::Record(record, grant)
+        } else {
+            let mut grant = grant;
+            grant.current_count = s.pool_count(pool, now).reported;
+            Plan::Answer(grant)
+        }
+    }
+}
+
+impl Ledger for ClusterLedger {
+    async fn activate(&self, input: ActivationInput, meta: RequestMeta) -> Result<Grant, Denial> {
+        let plan = self.sm.read(|s| self.plan(s, &input, &meta));
+        let (record, mut grant) = match plan {
+            Plan::Refuse(d) => return Err(d),
+            Plan::Answer(g) => return Ok(g),
+            Plan::Record(r, g) => (r, g),
+        };
+        let pool = grant.pool;
+        let unavailable = |why: String| Denial {
+            hresult: Hresult::KMS_NOT_ACTIVATED,
+            reason: format!("could not record the client: {why}"),
+            pool: Some(pool),
+        };
+        let (tx, rx) = oneshot::channel();
+        self.records
+            .send(PendingRecord { record, reply: tx })
+            .await
+            .map_err(|_| unavailable("the node is shutting down".into()))?;
+        match rx.await {
+            Ok(Ok(RecordOutcome::Accepted { count, .. })) => {
+                grant.current_count = count.reported;
+                Ok(grant)
+            }
+            Ok(Ok(RecordOutcome::Refused { hresult, reason })) => Err(Denial {
+                hresult,
+                reason: format!("{reason:?}"),
+                pool: Some(pool),
+            }),
+            Ok(Err(e)) => Err(unavailable(e)),
+            Err(_) => Err(unavailable("the batcher stopped".into())),
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! # kms-cluster — the Raft node behind one logical KMS host
+//!
+//! Opens the node's store (`kms-store`), runs an openraft node over it, bootstraps a one-member
+//! cluster on first start (the embedded default), initializes the cluster-wide host identity
+//! once, and implements [`kms_host::Ledger`]: the KMS listener's decisions are made against the
+//! replicated state and new clients are recorded through a batcher that coalesces concurrent
+//! records into one Raft entry (≤ `batch_max_delay` or `batch_max_entries`). The leader proposes
+//! `Prune` hourly so the inventory stays bounded.
+//!
+//! What this crate must never do: answer a client with a count that does not include it, lose
+//! a record it acknowledged, or name openraft types except through `kms_store::types`.
+
+mod batcher;
+mod ledger;
+mod network;
+mod node;
+
+pub use ledger::ClusterLedger;
+pub use network::PeerNetwork;
+pub use node::{ClusterError, MemberStatus, Node, NodeSettings, NodeStatus, PoolStatus};

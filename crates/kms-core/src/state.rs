@@ -1,0 +1,805 @@
+//! The replicated state machine (DESIGN §4): client inventory per pool, replicated config and
+//! host identity. `kms-store` persists it and feeds it committed [`Command`]s; every replica
+//! that applies the same commands in the same order holds an equal [`State`].
+//!
+//! ## Determinism
+//!
+//! [`State::apply`] reads no clock and no randomness: every time comes from the command
+//! (`Record::at`, `Prune::before`). Maps are `BTreeMap`s, so iteration and serialization order
+//! are fixed and a serialized snapshot is byte-identical on every replica.
+//!
+//! ## Recording clients
+//!
+//! A [`Command::Record`] carries a batch of [`RecordRequest`]s proposed by node `node` at time
+//! `at`. For each request, in order:
+//!
+//! 1. **Seat limits** (if configured): a CMID that is not live in the pool (not seen within the
+//!    count window before `at`) needs a free seat: refused with 0xC004F042 if the pool already
+//!    has `limit` live clients. Likewise per product group, where "live in the group" means live
+//!    with the same KMS counted id. Live clients always renew. A refused request changes
+//!    nothing, so limits are never exceeded by recording (only by lowering a limit below the
+//!    current usage, after which no new client is admitted until enough expire).
+//! 2. **Upsert** the [`ClientRecord`]: `first_seen = min`, `last_seen = max` of the stored value
+//!    and `at`, so a late or replayed record never moves `last_seen` backwards. The descriptive
+//!    fields (product, SKU, workstation, license status, VM flag, N, protocol, node, source)
+//!    take the values of the record with the newest `at` (ties: the later one applied).
+//! 3. **Duplicates**: if the workstation name differs from the stored one (first DNS label,
+//!    ASCII case-insensitive, so `PC1` and `pc1.corp.example` are the same machine), the
+//!    record is flagged `duplicate` (sticky) and the other name kept in `duplicate_workstation`.
+//! 4. **Request count**: `request_count` counts *recorded* requests (renewals answered without
+//!    a write, see [`State::needs_write`], are not recorded). A request id already among the
+//!    record's last [`RECENT_REQUEST_IDS`] ids is not counted again, so replaying a degraded-
+//!    mode journal whose entries were already committed changes nothing.
+//! 5. The outcome carries the pool count *after* this request, so a client sees itself.
+//!
+//! Callers should put requests of one point in time into one `Record` (the batcher's 2 ms
+//! window); a journal replay should propose each journal entry with its original `at`.
+//!
+//! ## Counting ([`State::pool_count`])
+//!
+//! `live` = distinct CMIDs of the pool with `last_seen ≥ now − count_window`; `max_required`
+//! = largest N among them; `reported` = `min(live, 2 × max_required)` ([`CountReport::Capped`],
+//! Microsoft's cache capacity: 50 once a Windows client is live, 10 with only servers or for
+//! Office) or `live` ([`CountReport::Exact`]). `threshold_hint` is the activation threshold the
+//! pool's clients wait for: 25 for the Windows pool once a live client sent N ≥ 25, else 5.
+//! Counting scans the pool once (`O(clients)`); a `Record` batch scans each touched pool once
+//! and then updates the tally incrementally.
+//!
+//! ## Bounded inventory
+//!
+//! [`Command::Prune`] drops records whose `last_seen` is before `before`; the leader proposes
+//! [`State::prune_command`] (`now − retention`) hourly. Workstation names and source
+//! addresses are truncated to [`MAX_TEXT_CHARS`] characters.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use kms_wire::{Epid, FileTime, Hresult};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ConfigError, CountReport, ReplicatedConfig};
+use crate::identity::{HostIdentity, IdentityError};
+use crate::pool::PerPool;
+pub use crate::pool::Pool;
+use crate::time::sub_secs;
+use crate::{ClientMachineId, KmsCountedId, SkuId};
+use kms_wire::filetime::TICKS_PER_SECOND;
+
+/// Version of the serialized [`State`] layout; `kms-store` writes it into its snapshot header
+/// and refuses snapshots of another version.
+pub const STATE_FORMAT_VERSION: u32 = 1;
+
+/// How many recent request ids a [`ClientRecord`] remembers for deduplication.
+pub const RECENT_REQUEST_IDS: usize = 8;
+
+/// Longest stored workstation name or source address, in characters (the wire allows 63).
+pub const MAX_TEXT_CHARS: usize = 64;
+
+/// Threshold of Windows client editions (N = 25).
+pub const WINDOWS_CLIENT_THRESHOLD: u32 = 25;
+/// Threshold of Windows Server and Office (N = 5).
+pub const SERVER_OFFICE_THRESHOLD: u32 = 5;
+
+/// Identifier of one recorded request, unique in the cluster (for example
+/// `node_id << 48 | sequence`, or random). Used only to deduplicate replays.
+pub type RequestId = u64;
+
+/// What a node records about one accepted request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordRequest {
+    /// Unique id of this request (see [`RequestId`]).
+    pub request_id: RequestId,
+    /// Pool decided by [`crate::policy::decide`].
+    pub pool: Pool,
+    /// The client's CMID.
+    pub client_machine_id: ClientMachineId,
+    /// The client's previous CMID (all zero if none).
+    pub previous_client_machine_id: ClientMachineId,
+    /// Product group requested.
+    pub kms_counted_id: KmsCountedId,
+    /// Edition requested.
+    pub sku_id: SkuId,
+    /// Workstation name the client sent (untrusted text).
+    pub workstation: String,
+    /// License status the client sent (0 … 6).
+    pub license_status: u32,
+    /// Whether the client said it is a VM.
+    pub is_vm: bool,
+    /// The client's N policy.
+    pub required_count: u32,
+    /// Protocol major version (4, 5, 6).
+    pub protocol_version: u16,
+    /// Peer address the request came from, as text.
+    pub source: String,
+}
+
+impl RecordRequest {
+    /// A request with only the identifying fields set (for tests and tools): no product
+    /// group, SKU or workstation, license status 0, N = 25 for the Windows pool and 5
+    /// otherwise, protocol 6.
+    pub fn new(request_id: RequestId, pool: Pool, client_machine_id: ClientMachineId) -> Self {
+        RecordRequest {
+            request_id,
+            pool,
+            client_machine_id,
+            previous_client_machine_id: ClientMachineId::NIL,
+            kms_counted_id: KmsCountedId::NIL,
+            sku_id: SkuId::NIL,
+            workstation: String::new(),
+            license_status: 0,
+            is_vm: false,
+            required_count: match pool {
+                Pool::Windows => WINDOWS_CLIENT_THRESHOLD,
+                _ => SERVER_OFFICE_THRESHOLD,
+            },
+            protocol_version: 6,
+            source: String::new(),
+        }
+    }
+}
+
+/// Everything the cluster knows about one client machine (one CMID in one pool).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// Time of the oldest recorded request.
+    pub first_seen: FileTime,
+    /// Time of the newest recorded request; the record counts while this is within the count
+    /// window.
+    pub last_seen: FileTime,
+    /// Product group of the newest request.
+    pub kms_counted_id: KmsCountedId,
+    /// Edition of the newest request.
+    pub sku_id: SkuId,
+    /// Previous CMID sent with the newest request (all zero if none).
+    pub previous_client_machine_id: ClientMachineId,
+    /// Workstation name of the newest request.
+    pub workstation: String,
+    /// License status of the newest request.
+    pub license_status: u32,
+    /// VM flag of the newest request.
+    pub is_vm: bool,
+    /// N policy of the newest request.
+    pub required_count: u32,
+    /// Protocol version of the newest request.
+    pub protocol_version: u16,
+    /// Node that recorded the newest request.
+    pub last_node: u64,
+    /// Source address of the newest request.
+    pub last_source: String,
+    /// Number of recorded requests (deduplicated by request id, see the module doc).
+    pub request_count: u64,
+    /// The same CMID was seen from different workstation names (a cloned, not generalized
+    /// image).
+    pub duplicate: bool,
+    /// The other workstation name seen most recently, when `duplicate`.
+    pub duplicate_workstation: Option<String>,
+    /// The last [`RECENT_REQUEST_IDS`] recorded request ids, oldest first.
+    pub recent_request_ids: Vec<RequestId>,
+}
+
+/// A pool's count at some time (see the module doc).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolCount {
+    /// Distinct CMIDs seen within the count window.
+    pub live: u32,
+    /// Count to put into responses (`currentCount`).
+    pub reported: u32,
+    /// The activation threshold the pool's clients need (25 or 5).
+    pub threshold_hint: u32,
+    /// Largest N among live clients (0 if none).
+    pub max_required: u32,
+    /// Live clients flagged as duplicate CMIDs (same CMID from different workstations).
+    pub duplicates: u32,
+}
+
+/// Why a recorded request was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordRefusal {
+    /// The pool already has `limit` live clients.
+    PoolSeatLimit {
+        /// The pool.
+        pool: Pool,
+        /// Its configured cap.
+        limit: u32,
+    },
+    /// The product group already has `limit` live clients.
+    GroupSeatLimit {
+        /// The product group.
+        kms_counted_id: KmsCountedId,
+        /// Its configured cap.
+        limit: u32,
+    },
+}
+
+/// Result of one [`RecordRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecordOutcome {
+    /// Recorded; `count` is the pool count right after it.
+    Accepted {
+        /// Pool count including this client.
+        count: PoolCount,
+        /// The CMID was not live in the pool before (it took a new seat).
+        new_client: bool,
+    },
+    /// Not recorded; answer the client with `hresult` (0xC004F042).
+    Refused {
+        /// HRESULT for the response.
+        hresult: Hresult,
+        /// Why.
+        reason: RecordRefusal,
+    },
+}
+
+/// A change to the replicated state. Every variant is deterministic to apply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// Record a batch of accepted requests handled by `node` at time `at`.
+    Record {
+        /// The proposing node's clock when it handled the requests.
+        at: FileTime,
+        /// The proposing node's id.
+        node: u64,
+        /// The requests, applied in order.
+        records: Vec<RecordRequest>,
+    },
+    /// Drop every client record whose `last_seen` is before `before`.
+    Prune {
+        /// Cutoff (normally `now − retention`).
+        before: FileTime,
+    },
+    /// Drop one client record.
+    Forget {
+        /// Its pool.
+        pool: Pool,
+        /// Its CMID.
+        cmid: ClientMachineId,
+    },
+    /// Replace the configuration (only if it validates).
+    SetConfig(ReplicatedConfig),
+    /// Replace the host identity (only if it validates).
+    SetIdentity(HostIdentity),
+    /// Set the host identity only if none is set yet, so nodes racing to initialise agree on
+    /// the first one committed.
+    InitIdentity(HostIdentity),
+}
+
+/// The result of applying a [`Command`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Nothing was applied. `State::apply` never returns it; the store answers Raft entries
+    /// that carry no [`Command`] (blank and membership entries) with it.
+    Done,
+    /// For [`Command::Record`]: one outcome per request, in order.
+    Recorded(Vec<RecordOutcome>),
+    /// For [`Command::Prune`]: how many records were dropped.
+    Pruned {
+        /// Number of records removed.
+        removed: u64,
+    },
+    /// For [`Command::Forget`]: the removed record, if there was one.
+    Forgotten(Option<Box<ClientRecord>>),
+    /// The configuration was replaced.
+    ConfigSet,
+    /// The configuration was invalid; nothing changed.
+    ConfigRejected(ConfigError),
+    /// The identity was replaced (SetIdentity) or initialised (InitIdentity).
+    IdentitySet,
+    /// InitIdentity found an identity already set; nothing changed.
+    IdentityAlreadySet,
+    /// The identity was invalid; nothing changed.
+    IdentityRejected(IdentityError),
+}
+
+/// The replicated state (see the module doc).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pools: PerPool<BTreeMap<ClientMachineId, ClientRecord>>,
+    config: ReplicatedConfig,
+    identity: Option<HostIdentity>,
+}
+
+/// Live-client tally of one pool at one cutoff, updated incrementally while a batch applies.
+#[derive(Debug)]
+struct Tally {
+    cutoff: FileTime,
+    live: u64,
+    /// Live records flagged duplicate.
+    duplicates: u64,
+    /// N → number of live records with that N.
+    required: BTreeMap<u32, u64>,
+    /// Product group → number of live records.
+    groups: BTreeMap<KmsCountedId, u64>,
+}
+
+impl Tally {
+    fn build<'a>(records: impl Iterator<Item = &'a ClientRecord>, cutoff: FileTime) -> Tally {
+        let mut t = Tally {
+            cutoff,
+            live: 0,
+            duplicates: 0,
+            required: BTreeMap::new(),
+            groups: BTreeMap::new(),
+        };
+        for r in records {
+            t.add(r);
+        }
+        t
+    }
+
+    fn is_live(&self, r: &ClientRecord) -> bool {
+        r.last_seen >= self.cutoff
+    }
+
+    fn add(&mut self, r: &ClientRecord) {
+        if self.is_live(r) {
+            self.live += 1;
+            self.duplicates += u64::from(r.duplicate);
+            *self.required.entry(r.required_count).or_default() += 1;
+            *self.groups.entry(r.kms_counted_id).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, r: &ClientRecord) {
+        if self.is_live(r) {
+            self.live = self.live.saturating_sub(1);
+            self.duplicates = self.duplicates.saturating_sub(u64::from(r.duplicate));
+            decrement(&mut self.required, r.required_count);
+            decrement(&mut self.groups, r.kms_counted_id);
+        }
+    }
+
+    fn group(&self, id: &KmsCountedId) -> u64 {
+        self.groups.get(id).copied().unwrap_or(0)
+    }
+
+    fn count(&self, pool: Pool, mode: CountReport) -> PoolCount {
+        let live = u32::try_from(self.live).unwrap_or(u32::MAX);
+        let max_required = self.required.keys().next_back().copied().unwrap_or(0);
+        let reported = match mode {
+            CountReport::Exact => live,
+            CountReport::Capped => live.min(max_required.saturating_mul(2)),
+        };
+        let threshold_hint = match pool {
+            Pool::Windows if max_required >= WINDOWS_CLIENT_THRESHOLD => WINDOWS_CLIENT_THRESHOLD,
+            _ => SERVER_OFFICE_THRESHOLD,
+        };
+        PoolCount {
+            live,
+            reported,
+            threshold_hint,
+            max_required,
+            duplicates: u32::try_from(self.duplicates).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+fn decrement<K: Ord>(m: &mut BTreeMap<K, u64>, k: K) {
+    if let Some(v) = m.get_mut(&k) {
+        *v -= 1;
+        if *v == 0 {
+            m.remove(&k);
+        }
+    }
+}
+
+/// At most [`MAX_TEXT_CHARS`] characters of `s`.
+fn bounded(s: &str) -> String {
+    s.chars().take(MAX_TEXT_CHARS).collect()
+}
+
+/// Whether two workstation names denote the same machine: equal first DNS label, ASCII
+/// case-insensitive (`PC1` = `pc1.corp.example`). Empty names are never compared by the state
+/// machine (a client without a name is not evidence of a clone).
+pub fn same_workstation(a: &str, b: &str) -> bool {
+    let label = |s: &str| s.trim().split('.').next().unwrap_or("").to_string();
+    label(a).eq_ignore_ascii_case(&label(b))
+}
+
+/// Filter and paging for [`State::clients`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientFilter {
+    /// Only this pool.
+    pub pool: Option<Pool>,
+    /// Only this product group.
+    pub kms_counted_id: Option<KmsCountedId>,
+    /// Only clients with `last_seen ≥ seen_since`.
+    pub seen_since: Option<FileTime>,
+    /// Only clients with `last_seen < seen_before`.
+    pub seen_before: Option<FileTime>,
+    /// Only workstation names containing this text (ASCII case-insensitive).
+    pub workstation_contains: Option<String>,
+    /// Only clients flagged as duplicate CMIDs.
+    pub duplicates_only: bool,
+    /// Start after this position (the previous page's `next`).
+    pub after: Option<(Pool, ClientMachineId)>,
+    /// Page size; 0 means the default of 100. At most 10 000.
+    pub limit: usize,
+}
+
+/// One client in a listing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientEntry<'a> {
+    /// Its pool.
+    pub pool: Pool,
+    /// Its CMID.
+    pub client_machine_id: ClientMachineId,
+    /// Its record.
+    pub record: &'a ClientRecord,
+}
+
+/// A page of [`State::clients`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientPage<'a> {
+    /// Matching clients, ordered by pool then CMID.
+    pub clients: Vec<ClientEntry<'a>>,
+    /// Position to pass as `after` for the next page; `None` when this was the last page.
+    pub next: Option<(Pool, ClientMachineId)>,
+}
+
+/// Which seat cap a [`SeatUsage`] describes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SeatScope {
+    /// A pool's cap.
+    Pool(Pool),
+    /// A product group's cap.
+    Group(KmsCountedId),
+}
+
+/// Usage of one configured seat cap.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatUsage {
+    /// The cap.
+    pub scope: SeatScope,
+    /// Live clients counted against it.
+    pub used: u32,
+    /// The cap.
+    pub limit: u32,
+}
+
+impl SeatUsage {
+    /// At or above 90 % of the cap (DESIGN §4 warning level).
+    pub fn is_warning(&self) -> bool {
+        u64::from(self.used) * 10 >= u64::from(self.limit) * 9
+    }
+}
+
+impl State {
+    /// Apply one command (see the module doc). Never panics, never reads the clock.
+    pub fn apply(&mut self, cmd: &Command) -> Outcome {
+        match cmd {
+            Command::Record { at, node, records } => {
+                Outcome::Recorded(self.apply_record(*at, *node, records))
+            }
+            Command::Prune { before } => {
+                let mut removed = 0u64;
+                for pool in Pool::ALL {
+                    let map = self.pools.get_mut(pool);
+                    let len = map.len();
+                    map.retain(|_, r| r.last_seen >= *before);
+                    removed += (len - map.len()) as u64;
+                }
+                Outcome::Pruned { removed }
+            }
+            Command::Forget { pool, cmid } => {
+                Outcome::Forgotten(self.pools.get_mut(*pool).remove(cmid).map(Box::new))
+            }
+            Command::SetConfig(c) => match c.validate() {
+                Ok(()) => {
+                    self.config = c.clone();
+                    Outcome::ConfigSet
+                }
+                Err(e) => Outcome::ConfigRejected(e),
+            },
+            Command::SetIdentity(id) => match id.validate() {
+                Ok(()) => {
+                    self.identity = Some(id.clone());
+                    Outcome::IdentitySet
+                }
+                Err(e) => Outcome::IdentityRejected(e),
+            },
+            Command::InitIdentity(id) => {
+                if self.identity.is_some() {
+                    return Outcome::IdentityAlreadySet;
+                }
+                match id.validate() {
+                    Ok(()) => {
+                        self.identity = Some(id.clone());
+                        Outcome::IdentitySet
+                    }
+                    Err(e) => Outcome::IdentityRejected(e),
+                }
+            }
+        }
+    }
+
+    fn apply_record(
+        &mut self,
+        at: FileTime,
+        node: u64,
+        requests: &[RecordRequest],
+    ) -> Vec<RecordOutcome> {
+        let cutoff = sub_secs(at, self.config.count_window_secs);
+        let mode = self.config.count_report;
+        let mut tallies: PerPool<Option<Tally>> = PerPool::default();
+        let mut out = Vec::with_capacity(requests.len());
+        for req in requests {
+            let pool = req.pool;
+            let map = self.pools.get_mut(pool);
+            let tally = tallies
+                .get_mut(pool)
+                .get_or_insert_with(|| Tally::build(map.values(), cutoff));
+            let existing = map.get(&req.client_machine_id);
+            let live_in_pool = existing.is_some_and(|r| tally.is_live(r));
+
+            if !live_in_pool
+                && let Some(limit) = self.config.seat_limits.pool(pool)
+                && tally.live >= u64::from(limit)
+            {
+                out.push(RecordOutcome::Refused {
+                    hresult: Hresult::KMS_ID_MISMATCH,
+                    reason: RecordRefusal::PoolSeatLimit { pool, limit },
+                });
+                continue;
+            }
+            let live_in_group = existing
+                .is_some_and(|r| tally.is_live(r) && r.kms_counted_id == req.kms_counted_id);
+            if !live_in_group
+                && let Some(limit) = self.config.seat_limits.group(&req.kms_counted_id)
+                && tally.group(&req.kms_counted_id) >= u64::from(limit)
+            {
+                out.push(RecordOutcome::Refused {
+                    hresult: Hresult::KMS_ID_MISMATCH,
+                    reason: RecordRefusal::GroupSeatLimit {
+                        kms_counted_id: req.kms_counted_id,
+                        limit,
+                    },
+                });
+                continue;
+            }
+
+            let record = match map.get_mut(&req.client_machine_id) {
+                Some(r) => {
+                    tally.remove(r);
+                    update_record(r, at, node, req);
+                    &*r
+                }
+                None => &*map
+                    .entry(req.client_machine_id)
+                    .or_insert_with(|| new_record(at, node, req)),
+            };
+            tally.add(record);
+            out.push(RecordOutcome::Accepted {
+                count: tally.count(pool, mode),
+                new_client: !live_in_pool,
+            });
+        }
+        out
+    }
+
+    /// The replicated configuration.
+    pub fn config(&self) -> &ReplicatedConfig {
+        &self.config
+    }
+
+    /// The host identity, once initialised.
+    pub fn identity(&self) -> Option<&HostIdentity> {
+        self.identity.as_ref()
+    }
+
+    /// The ePID to answer product group `id` with (see [`HostIdentity::epid_for`]).
+    pub fn identity_for(&self, id: KmsCountedId) -> Option<&Epid> {
+        self.identity.as_ref().and_then(|i| i.epid_for(id))
+    }
+
+    /// The count of `pool` at time `now` (see the module doc).
+    pub fn pool_count(&self, pool: Pool, now: FileTime) -> PoolCount {
+        let cutoff = sub_secs(now, self.config.count_window_secs);
+        Tally::build(self.pools.get(pool).values(), cutoff).count(pool, self.config.count_report)
+    }
+
+    /// Whether a request from `cmid` at `now` must be written: the CMID is unknown in the pool,
+    /// or its record is at least `renew_write_after` old.
+    pub fn needs_write(&self, pool: Pool, cmid: &ClientMachineId, now: FileTime) -> bool {
+        match self.pools.get(pool).get(cmid) {
+            None => true,
+            Some(r) => self.is_stale(r, now),
+        }
+    }
+
+    /// Like [`State::needs_write`], and also when the request names another workstation
+    /// (duplicate CMID to flag) or another product group than the stored record.
+    pub fn needs_write_for(
+        &self,
+        pool: Pool,
+        cmid: &ClientMachineId,
+        workstation: &str,
+        kms_counted_id: &KmsCountedId,
+        now: FileTime,
+    ) -> bool {
+        match self.pools.get(pool).get(cmid) {
+            None => true,
+            Some(r) => {
+                self.is_stale(r, now)
+                    || r.kms_counted_id != *kms_counted_id
+                    || (!r.workstation.is_empty()
+                        && !workstation.is_empty()
+                        && !same_workstation(&r.workstation, workstation))
+            }
+        }
+    }
+
+    /// Whether `r` was last written at least `renew_write_after` before `now`.
+    fn is_stale(&self, r: &ClientRecord, now: FileTime) -> bool {
+        now.0.saturating_sub(r.last_seen.0) / TICKS_PER_SECOND >= self.config.renew_write_after_secs
+    }
+
+    /// The record of `cmid` in `pool`.
+    pub fn client(&self, pool: Pool, cmid: &ClientMachineId) -> Option<&ClientRecord> {
+        self.pools.get(pool).get(cmid)
+    }
+
+    /// Every pool's record of `cmid` (a CMID may run Windows and Office).
+    pub fn find_client(&self, cmid: &ClientMachineId) -> Vec<(Pool, &ClientRecord)> {
+        Pool::ALL
+            .into_iter()
+            .filter_map(|p| self.client(p, cmid).map(|r| (p, r)))
+            .collect()
+    }
+
+    /// Number of stored records (live or not) in `pool`.
+    pub fn stored_clients(&self, pool: Pool) -> usize {
+        self.pools.get(pool).len()
+    }
+
+    /// A page of clients matching `filter`, ordered by pool then CMID.
+    pub fn clients(&self, filter: &ClientFilter) -> ClientPage<'_> {
+        let limit = match filter.limit {
+            0 => 100,
+            n => n.min(10_000),
+        };
+        let needle = filter
+            .workstation_contains
+            .as_ref()
+            .map(|s| s.to_ascii_lowercase());
+        let matches = |r: &ClientRecord| {
+            filter
+                .kms_counted_id
+                .is_none_or(|id| r.kms_counted_id == id)
+                && filter.seen_since.is_none_or(|t| r.last_seen >= t)
+                && filter.seen_before.is_none_or(|t| r.last_seen < t)
+                && (!filter.duplicates_only || r.duplicate)
+                && needle
+                    .as_ref()
+                    .is_none_or(|n| r.workstation.to_ascii_lowercase().contains(n.as_str()))
+        };
+        let mut clients = Vec::new();
+        for pool in Pool::ALL {
+            if filter.pool.is_some_and(|p| p != pool) {
+                continue;
+            }
+            let start = match filter.after {
+                Some((p, _)) if p > pool => continue,
+                Some((p, cmid)) if p == pool => Bound::Excluded(cmid),
+                _ => Bound::Unbounded,
+            };
+            for (cmid, r) in self.pools.get(pool).range((start, Bound::Unbounded)) {
+                if !matches(r) {
+                    continue;
+                }
+                if clients.len() == limit {
+                    let next = clients
+                        .last()
+                        .map(|e: &ClientEntry<'_>| (e.pool, e.client_machine_id));
+                    return ClientPage { clients, next };
+                }
+                clients.push(ClientEntry {
+                    pool,
+                    client_machine_id: *cmid,
+                    record: r,
+                });
+            }
+        }
+        ClientPage {
+            clients,
+            next: None,
+        }
+    }
+
+    /// Usage of every configured seat cap at `now`.
+    pub fn seat_usage(&self, now: FileTime) -> Vec<SeatUsage> {
+        let cutoff = sub_secs(now, self.config.count_window_secs);
+        let limits = &self.config.seat_limits;
+        let mut out = Vec::new();
+        let sat = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
+        let mut tallies = Vec::new();
+        for pool in Pool::ALL {
+            let t = Tally::build(self.pools.get(pool).values(), cutoff);
+            if let Some(limit) = limits.pool(pool) {
+                out.push(SeatUsage {
+                    scope: SeatScope::Pool(pool),
+                    used: sat(t.live),
+                    limit,
+                });
+            }
+            tallies.push(t);
+        }
+        for (id, limit) in &limits.groups {
+            let used: u64 = tallies.iter().map(|t| t.group(id)).sum();
+            out.push(SeatUsage {
+                scope: SeatScope::Group(*id),
+                used: sat(used),
+                limit: *limit,
+            });
+        }
+        out
+    }
+
+    /// The prune command the leader proposes at `now`: drop records older than the retention.
+    pub fn prune_command(&self, now: FileTime) -> Command {
+        Command::Prune {
+            before: sub_secs(now, self.config.retention_secs),
+        }
+    }
+}
+
+fn new_record(at: FileTime, node: u64, req: &RecordRequest) -> ClientRecord {
+    ClientRecord {
+        first_seen: at,
+        last_seen: at,
+        kms_counted_id: req.kms_counted_id,
+        sku_id: req.sku_id,
+        previous_client_machine_id: req.previous_client_machine_id,
+        workstation: bounded(&req.workstation),
+        license_status: req.license_status,
+        is_vm: req.is_vm,
+        required_count: req.required_count,
+        protocol_version: req.protocol_version,
+        last_node: node,
+        last_source: bounded(&req.source),
+        request_count: 1,
+        duplicate: false,
+        duplicate_workstation: None,
+        recent_request_ids: vec![req.request_id],
+    }
+}
+
+fn update_record(r: &mut ClientRecord, at: FileTime, node: u64, req: &RecordRequest) {
+    let workstation = bounded(&req.workstation);
+    if !r.workstation.is_empty()
+        && !workstation.is_empty()
+        && !same_workstation(&r.workstation, &workstation)
+    {
+        r.duplicate = true;
+        // Keep the name that is *not* the current one after this update.
+        r.duplicate_workstation = Some(if at >= r.last_seen {
+            r.workstation.clone()
+        } else {
+            workstation.clone()
+        });
+    }
+    if !r.recent_request_ids.contains(&req.request_id) {
+        r.request_count = r.request_count.saturating_add(1);
+        r.recent_request_ids.push(req.request_id);
+        if r.recent_request_ids.len() > RECENT_REQUEST_IDS {
+            r.recent_request_ids.remove(0);
+        }
+    }
+    r.first_seen = r.first_seen.min(at);
+    if at >= r.last_seen {
+        r.last_seen = at;
+        r.kms_counted_id = req.kms_counted_id;
+        r.sku_id = req.sku_id;
+        r.previous_client_machine_id = req.previous_client_machine_id;
+        r.workstation = workstation;
+        r.license_status = req.license_status;
+        r.is_vm = req.is_vm;
+        r.required_count = req.required_count;
+        r.protocol_version = req.protocol_version;
+        r.last_node = node;
+        r.last_source = bounded(&req.source);
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,368 @@
+//! Accept loops and the per-connection protocol loop.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Instant, SystemTime};
+
+use kms_core::ActivationInput;
+use kms_wire::FileTime;
+use kms_wire::kms::{self as msg, ActivationRequest, ResponseFields, ResponseRandomness};
+use kms_wire::rpc::{self, Association, HostAction, PendingCall};
+use rand::RngCore;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use crate::config::HostSettings;
+use crate::ledger::{ActivationEvent, Denial, HostObserver, Ledger, RequestMeta};
+use crate::limits::SourceCounter;
+
+/// Event id of Microsoft's "KMS activation request processed" event.
+pub const EVENT_ACTIVATION: u32 = 12290;
+
+struct Shared<L, O> {
+    settings: HostSettings,
+    ledger: Arc<L>,
+    observer: Arc<O>,
+    sources: SourceCounter,
+    slots: Arc<Semaphore>,
+    assoc_counter: AtomicU32,
+}
+
+/// Serve KMS clients on already-bound `listeners` until `shutdown` resolves, then stop
+/// accepting, let in-flight calls finish (up to `drain_timeout`) and return.
+pub async fn serve<L, O>(
+    listeners: Vec<TcpListener>,
+    settings: HostSettings,
+    ledger: Arc<L>,
+    observer: Arc<O>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> io::Result<()>
+where
+    L: Ledger,
+    O: HostObserver,
+{
+    let seed = rand::rng().next_u32() & 0x00ff_ffff;
+    let shared = Arc::new(Shared {
+        slots: Arc::new(Semaphore::new(settings.max_connections.max(1))),
+        assoc_counter: AtomicU32::new(seed),
+        settings,
+        ledger,
+        observer,
+        sources: SourceCounter::default(),
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut accept_loops = JoinSet::new();
+    for listener in listeners {
+        let shared = shared.clone();
+        let stop = stop_rx.clone();
+        accept_loops.spawn(accept_loop(listener, shared, stop));
+    }
+    shutdown.await;
+    info!("kms listener: shutting down, draining connections");
+    let _ = stop_tx.send(true);
+    let drain = shared.settings.drain_timeout;
+    let wait_all = async {
+        while let Some(res) = accept_loops.join_next().await {
+            if let Err(e) = res {
+                warn!(error = %e, "accept loop ended abnormally");
+            }
+        }
+    };
+    if tokio::time::timeout(drain, wait_all).await.is_err() {
+        warn!("kms listener: drain timeout reached, closing remaining connections");
+        accept_loops.abort_all();
+    }
+    Ok(())
+}
+
+async fn accept_loop<L: Ledger, O: HostObserver>(
+    listener: TcpListener,
+    shared: Arc<Shared<L, O>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.changed() => break,
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if let Some(task) = admit(&shared, stream, peer, stop.clone()) {
+                    conns.spawn(task);
+                }
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    // Drain: connections see the stop signal themselves; wait for them.
+    while conns.join_next().await.is_some() {}
+}
+
+/// Apply the admission limits; returns the connection task when the client is served.
+fn admit<L: Ledger, O: HostObserver>(
+    shared: &Arc<Shared<L, O>>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: watch::Receiver<bool>,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let ip = peer.ip().to_canonical();
+    let s = &shared.settings;
+    if !s.allow_clients.is_empty() && !s.allow_clients.iter().any(|n| n.contains(&ip)) {
+        debug!(%peer, "client not in allowlist; closing");
+        shared.observer.connection_rejected("allowlist");
+        return None;
+    }
+    let Ok(permit) = shared.slots.clone().try_acquire_owned() else {
+        warn!(%peer, "max_connections reached; closing");
+        shared.observer.connection_rejected("max_connections");
+        return None;
+    };
+    let Some(slot) = shared.sources.try_acquire(ip, s.max_connections_per_source) else {
+        debug!(%peer, "per-source connection cap reached; closing");
+        shared.observer.connection_rejected("per_source");
+        return None;
+    };
+    let _ = stream.set_nodelay(true);
+    let shared = shared.clone();
+    Some(async move {
+        shared.observer.connection_opened();
+        let reason = connection(&shared, stream, peer, stop).await;
+        if let Some(r) = reason {
+            shared.observer.protocol_error(r);
+        }
+        shared.observer.connection_closed();
+        drop(slot);
+        drop(permit);
+    })
+}
+
+fn next_assoc_group(shared: &Shared<impl Ledger, impl HostObserver>) -> u32 {
+    let n = shared.assoc_counter.fetch_add(1, Ordering::Relaxed) & 0x00ff_ffff;
+    let id = ((shared.settings.node_id as u32 & 0xff) << 24) | n;
+    if id == 0 { 1 } else { id }
+}
+
+/// Serve one connection. Returns the protocol-error reason when it was closed for one.
+async fn connection<L: Ledger, O: HostObserver>(
+    shared: &Shared<L, O>,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    mut stop: watch::Receiver<bool>,
+) -> Option<&'static str> {
+    let s = &shared.settings;
+    let listen_port = stream.local_addr().map(|a| a.port()).unwrap_or(1688);
+    let mut assoc = Association::new(
+        rpc::HostConfig {
+            listen_port,
+            ndr64: s.ndr64,
+            btfn: s.btfn,
+            max_pdu: s.max_pdu_size,
+        },
+        next_assoc_group(shared),
+    );
+    let mut buf: Vec<u8> = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    // Start of the current partial PDU (or of idleness when the buffer is empty).
+    let mut since = Instant::now();
+    loop {
+        // Serve every complete PDU already buffered.
+        loop {
+            let len = match rpc::frame_len(&buf, s.max_pdu_size) {
+                Ok(Some(n)) => n,
+                Ok(None) => break,
+                Err(e) => {
+                    debug!(%peer, error = %e, "bad frame; closing");
+                    return Some("bad_frame");
+                }
+            };
+            let reply = match assoc.on_pdu(&buf[..len]) {
+                HostAction::Reply(bytes) => bytes,
+                HostAction::Call(call) => activate(shared, call, peer).await,
+                HostAction::Close(e) => {
+                    debug!(%peer, error = %e, "protocol violation; closing");
+                    return Some("protocol_violation");
+                }
+            };
+            buf.drain(..len);
+            if let Err(e) = stream.write_all(&reply).await {
+                debug!(%peer, error = %e, "write failed");
+                return None;
+            }
+            since = Instant::now();
+        }
+        if *stop.borrow() && buf.is_empty() {
+            return None; // drain: idle connection closes
+        }
+        let deadline = tokio::time::Instant::from_std(since + s.idle_timeout);
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
+                Err(_) => {
+                    debug!(%peer, partial = buf.len(), "idle or slow connection timed out");
+                    return Some(if buf.is_empty() { "idle_timeout" } else { "slow_pdu" });
+                }
+                Ok(Ok(0)) => return None,
+                Ok(Ok(n)) => {
+                    if buf.is_empty() {
+                        since = Instant::now();
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Ok(Err(e)) => {
+                    debug!(%peer, error = %e, "read failed");
+                    return None;
+                }
+            },
+            _ = stop.changed(), if !*stop.borrow() => {}
+        }
+    }
+}
+
+/// Decode, decide, record, encode. Always produces a RESPONSE PDU.
+async fn activate<L: Ledger, O: HostObserver>(
+    shared: &Shared<L, O>,
+    call: PendingCall<'_>,
+    peer: SocketAddr,
+) -> Vec<u8> {
+    let started = Instant::now();
+    let syntax = match call.syntax() {
+        rpc::Syntax::Ndr32 => "ndr32",
+        rpc::Syntax::Ndr64 => "ndr64",
+    };
+    let decoded = match msg::decode_request(call.kms_message()) {
+        Ok(d) => d,
+        Err(e) => {
+            let h = e.hresult();
+            debug!(%peer, error = %e, hresult = %h, "undecodable KMS request");
+            shared.observer.protocol_error("bad_kms_message");
+            return call.respond(Err(h));
+        }
+    };
+    let req: &ActivationRequest = &decoded.request;
+    let now = FileTime::from_system_time(SystemTime::now());
+    let input = activation_input(req);
+    let meta = RequestMeta {
+        source: peer,
+        received_at: now,
+    };
+    let result = shared.ledger.activate(input, meta).await;
+    let mut event = ActivationEvent {
+        event_id: EVENT_ACTIVATION,
+        hresult: 0,
+        protocol: req.version.major(),
+        syntax,
+        required_client_count: req.required_client_count,
+        current_count: 0,
+        workstation: req.workstation_name.clone(),
+        client_machine_id: req.client_machine_id.to_string(),
+        client_time: req.request_time.0,
+        is_vm: req.is_client_vm != 0,
+        license_status: req.license_status,
+        binding_expiration: req.binding_expiration,
+        sku_id: req.sku_id.to_string(),
+        kms_counted_id: req.kms_counted_id.to_string(),
+        application_id: req.application_id.to_string(),
+        pool: None,
+        source: peer.to_string(),
+        reason: None,
+        degraded: false,
+        duration: Default::default(),
+    };
+    let reply = match result {
+        Ok(grant) => {
+            let fields = ResponseFields {
+                epid: &grant.epid,
+                current_count: grant.current_count,
+                activation_interval: grant.activation_interval,
+                renewal_interval: grant.renewal_interval,
+            };
+            let mut randomness = ResponseRandomness {
+                random: [0; 16],
+                v6_response_iv: [0; 16],
+            };
+            let mut rng = rand::rng();
+            rng.fill_bytes(&mut randomness.random);
+            rng.fill_bytes(&mut randomness.v6_response_iv);
+            event.pool = Some(grant.pool);
+            event.current_count = grant.current_count;
+            event.degraded = grant.degraded;
+            match msg::encode_response(&decoded, &fields, grant.hwid, &randomness) {
+                Ok(bytes) => call.respond(Ok(&bytes)),
+                Err(e) => {
+                    warn!(error = %e, "cannot encode response (bad host identity?)");
+                    event.hresult = e.hresult().0;
+                    event.reason = Some(e.to_string());
+                    call.respond(Err(e.hresult()))
+                }
+            }
+        }
+        Err(Denial {
+            hresult,
+            reason,
+            pool,
+        }) => {
+            event.hresult = hresult.0;
+            event.reason = Some(reason);
+            event.pool = pool;
+            call.respond(Err(hresult))
+        }
+    };
+    event.duration = started.elapsed();
+    log_event(&event);
+    shared.observer.activation(&event);
+    reply
+}
+
+fn activation_input(req: &ActivationRequest) -> ActivationInput {
+    ActivationInput {
+        version: req.version.major(),
+        application_id: req.application_id,
+        sku_id: req.sku_id,
+        kms_counted_id: req.kms_counted_id,
+        client_machine_id: req.client_machine_id,
+        previous_client_machine_id: req.previous_client_machine_id,
+        required_client_count: req.required_client_count,
+        request_time: req.request_time,
+        workstation: req.workstation_name.clone(),
+        is_vm: req.is_client_vm != 0,
+        license_status: req.license_status,
+    }
+}
+
+fn log_event(e: &ActivationEvent) {
+    info!(
+        event_id = e.event_id,
+        hresult = format_args!("0x{:08X}", e.hresult),
+        protocol = e.protocol,
+        syntax = e.syntax,
+        required_client_count = e.required_client_count,
+        current_count = e.current_count,
+        workstation = %e.workstation,
+        cmid = %e.client_machine_id,
+        client_time = e.client_time,
+        is_vm = e.is_vm,
+        license_status = e.license_status,
+        binding_expiration = e.binding_expiration,
+        sku_id = %e.sku_id,
+        kms_counted_id = %e.kms_counted_id,
+        pool = e.pool.unwrap_or("-"),
+        source = %e.source,
+        reason = e.reason.as_deref().unwrap_or(""),
+        degraded = e.degraded,
+        micros = e.duration.as_micros() as u64,
+        "activation request processed"
+    );
+}

@@ -1,0 +1,8 @@
+//! kmsctl integration tests: one binary, a shared in-test KMS host ([`harness`]).
+
+mod catalog;
+mod cli;
+mod e2e;
+mod harness;
+mod json;
+mod stats;

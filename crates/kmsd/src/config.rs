@@ -1,0 +1,387 @@
+//! Node configuration in two stages: the operator layer (flags, `KMSD_*` environment variables
+//! and a TOML file — the same names everywhere, unknown keys rejected) and the validated
+//! [`Settings`] the node runs with.
+//!
+//! Precedence: flag > environment variable > TOML file > built-in default. Every flag
+//! `--some-name` is the TOML key `some-name` and the variable `KMSD_SOME_NAME`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ValueEnum, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Command line of `kmsd`.
+#[derive(Debug, Parser, Default)]
+#[command(
+    name = "kmsd",
+    version,
+    about = "kmsd — a highly available KMS host for Windows and Office volume activation",
+    long_about = "kmsd serves KMS clients on TCP 1688. With no arguments it runs a single node \
+with its data in ./kmsd-data, KMS on [::]:1688, gRPC on 127.0.0.1:1689 and HTTP on [::]:1690.\n\n\
+Every flag is also a TOML key (same name) and an environment variable KMSD_<NAME>.",
+    after_help = "Examples:\n  kmsd\n  kmsd --data-dir /var/lib/kmsd --kms-listen [::]:1688\n  kmsd --config /etc/kmsd/kmsd.toml\n  kmsd --print-config"
+)]
+pub struct Cli {
+    /// TOML configuration file.
+    #[arg(long, env = "KMSD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    #[command(flatten)]
+    pub layer: Layer,
+}
+
+/// The settings an operator can give; `None` = not given at this layer.
+#[derive(Debug, Clone, Default, clap::Args, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Layer {
+    /// Data directory (Raft log, state, journal). Default ./kmsd-data.
+    #[arg(long, env = "KMSD_DATA_DIR", value_name = "DIR")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// This node's id in the cluster (a positive integer). Default 1.
+    #[arg(long, env = "KMSD_NODE_ID")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<u64>,
+    /// This node's name (DNS target `<name>.<zone>`). Default `kmsd-<node-id>`.
+    #[arg(long, env = "KMSD_NAME")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// KMS listen address; repeatable. Default [::]:1688 (dual-stack).
+    #[arg(long = "kms-listen", env = "KMSD_KMS_LISTEN", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kms_listen: Option<Vec<SocketAddr>>,
+    /// gRPC listen address (Raft peers and admin API). Default 127.0.0.1:1689.
+    #[arg(long, env = "KMSD_GRPC_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<SocketAddr>,
+    /// HTTP listen address (/metrics, /healthz, /readyz, status page). Default [::]:1690.
+    #[arg(long, env = "KMSD_HTTP_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub http_listen: Option<SocketAddr>,
+    /// DNS listen address (UDP and TCP). Default [::]:1053.
+    #[arg(long, env = "KMSD_DNS_LISTEN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_listen: Option<SocketAddr>,
+    /// Log format: text or json. Default text.
+    #[arg(long, env = "KMSD_LOG_FORMAT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (tracing EnvFilter syntax). Default "info".
+    #[arg(long, env = "KMSD_LOG_LEVEL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Accept NDR64 transfer syntax. Default true.
+    #[arg(long, env = "KMSD_NDR64")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ndr64: Option<bool>,
+    /// Acknowledge bind-time feature negotiation. Default true.
+    #[arg(long, env = "KMSD_BTFN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub btfn: Option<bool>,
+    /// Close idle KMS connections after this many seconds. Default 30.
+    #[arg(long, env = "KMSD_IDLE_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Maximum open KMS connections. Default 10000.
+    #[arg(long, env = "KMSD_MAX_CONNECTIONS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<usize>,
+    /// Maximum KMS connections from one source address. Default 256.
+    #[arg(long, env = "KMSD_MAX_CONNECTIONS_PER_SOURCE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections_per_source: Option<usize>,
+    /// Maximum PDU size in bytes. Default 4096.
+    #[arg(long, env = "KMSD_MAX_PDU_SIZE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_pdu_size: Option<usize>,
+    /// Serve only clients in these networks (CIDR); repeatable. Default: everyone.
+    #[arg(long = "allow-client", env = "KMSD_ALLOW_CLIENT", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allow_client: Option<Vec<IpNet>>,
+    /// Seconds a shutdown waits for in-flight activations. Default 10.
+    #[arg(long, env = "KMSD_DRAIN_TIMEOUT_SECS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drain_timeout_secs: Option<u64>,
+}
+
+impl Layer {
+    /// Fill every unset field of `self` from `lower`.
+    pub fn or(self, lower: Layer) -> Layer {
+        Layer {
+            data_dir: self.data_dir.or(lower.data_dir),
+            node_id: self.node_id.or(lower.node_id),
+            name: self.name.or(lower.name),
+            kms_listen: self.kms_listen.or(lower.kms_listen),
+            grpc_listen: self.grpc_listen.or(lower.grpc_listen),
+            http_listen: self.http_listen.or(lower.http_listen),
+            dns_listen: self.dns_listen.or(lower.dns_listen),
+            log_format: self.log_format.or(lower.log_format),
+            log_level: self.log_level.or(lower.log_level),
+            ndr64: self.ndr64.or(lower.ndr64),
+            btfn: self.btfn.or(lower.btfn),
+            idle_timeout_secs: self.idle_timeout_secs.or(lower.idle_timeout_secs),
+            max_connections: self.max_connections.or(lower.max_connections),
+            max_connections_per_source: self
+                .max_connections_per_source
+                .or(lower.max_connections_per_source),
+            max_pdu_size: self.max_pdu_size.or(lower.max_pdu_size),
+            allow_client: self.allow_client.or(lower.allow_client),
+            drain_timeout_secs: self.drain_timeout_secs.or(lower.drain_timeout_secs),
+        }
+    }
+
+    /// The built-in defaults (the embedded single-node configuration).
+    pub fn defaults() -> Layer {
+        Layer {
+            data_dir: Some(PathBuf::from("./kmsd-data")),
+            node_id: Some(1),
+            name: None,
+            kms_listen: Some(vec!["[::]:1688".parse().expect("literal")]),
+            grpc_listen: Some("127.0.0.1:1689".parse().expect("literal")),
+            http_listen: Some("[::]:1690".parse().expect("literal")),
+            dns_listen: Some("[::]:1053".parse().expect("literal")),
+            log_format: Some(LogFormat::Text),
+            log_level: Some("info".into()),
+            ndr64: Some(true),
+            btfn: Some(true),
+            idle_timeout_secs: Some(30),
+            max_connections: Some(10_000),
+            max_connections_per_source: Some(256),
+            max_pdu_size: Some(4096),
+            allow_client: Some(Vec::new()),
+            drain_timeout_secs: Some(10),
+        }
+    }
+}
+
+/// A configuration error, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// Parser message (names the offending key).
+        message: String,
+    },
+    /// A value is out of range.
+    #[error("invalid setting {key}: {message}")]
+    Invalid {
+        /// Setting name.
+        key: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Validated settings of one node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Node id (≥ 1).
+    pub node_id: u64,
+    /// Node name.
+    pub name: String,
+    /// KMS listeners.
+    pub kms_listen: Vec<SocketAddr>,
+    /// gRPC listener.
+    pub grpc_listen: SocketAddr,
+    /// HTTP listener.
+    pub http_listen: SocketAddr,
+    /// DNS listener.
+    pub dns_listen: SocketAddr,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Log filter.
+    pub log_level: String,
+    /// KMS listener limits and switches.
+    pub host: kms_host::HostSettings,
+    /// The effective operator layer (for `--print-config`).
+    pub effective: Layer,
+}
+
+/// Parse a TOML layer, rejecting unknown keys.
+pub fn parse_toml(path: &std::path::Path, text: &str) -> Result<Layer, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+impl Settings {
+    /// Merge flags/env (`cli`) over the file named by `--config` over defaults, and validate.
+    pub fn load(cli: &Cli) -> Result<Settings, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                parse_toml(path, &text)?
+            }
+            None => Layer::default(),
+        };
+        Settings::from_layer(cli.layer.clone().or(file).or(Layer::defaults()))
+    }
+
+    /// Validate a fully merged layer.
+    pub fn from_layer(l: Layer) -> Result<Settings, ConfigError> {
+        let d = Layer::defaults();
+        let node_id = l.node_id.or(d.node_id).unwrap_or(1);
+        if node_id == 0 {
+            return Err(ConfigError::Invalid {
+                key: "node-id",
+                message: "must be a positive integer".into(),
+            });
+        }
+        let kms_listen = l.kms_listen.clone().or(d.kms_listen).unwrap_or_default();
+        if kms_listen.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "kms-listen",
+                message: "at least one address is required".into(),
+            });
+        }
+        let idle = l.idle_timeout_secs.unwrap_or(30);
+        if !(1..=3600).contains(&idle) {
+            return Err(ConfigError::Invalid {
+                key: "idle-timeout-secs",
+                message: "must be 1…3600".into(),
+            });
+        }
+        let max_pdu = l.max_pdu_size.unwrap_or(4096);
+        if !(512..=65535).contains(&max_pdu) {
+            return Err(ConfigError::Invalid {
+                key: "max-pdu-size",
+                message: "must be 512…65535 (KMS PDUs are at most 312 bytes)".into(),
+            });
+        }
+        let max_conn = l.max_connections.unwrap_or(10_000);
+        let per_source = l.max_connections_per_source.unwrap_or(256);
+        if max_conn == 0 || per_source == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max-connections",
+                message: "limits must be positive".into(),
+            });
+        }
+        let name = l.name.clone().unwrap_or_else(|| format!("kmsd-{node_id}"));
+        if name.is_empty()
+            || name.len() > 63
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            return Err(ConfigError::Invalid {
+                key: "name",
+                message: "must be a DNS label: 1–63 letters, digits or '-'".into(),
+            });
+        }
+        let host = kms_host::HostSettings {
+            node_id,
+            ndr64: l.ndr64.unwrap_or(true),
+            btfn: l.btfn.unwrap_or(true),
+            idle_timeout: Duration::from_secs(idle),
+            max_connections: max_conn,
+            max_connections_per_source: per_source,
+            max_pdu_size: max_pdu,
+            allow_clients: l.allow_client.clone().unwrap_or_default(),
+            drain_timeout: Duration::from_secs(l.drain_timeout_secs.unwrap_or(10)),
+        };
+        Ok(Settings {
+            data_dir: l.data_dir.clone().unwrap_or_else(|| "./kmsd-data".into()),
+            node_id,
+            name,
+            kms_listen,
+            grpc_listen: l.grpc_listen.or(d.grpc_listen).expect("default"),
+            http_listen: l.http_listen.or(d.http_listen).expect("default"),
+            dns_listen: l.dns_listen.or(d.dns_listen).expect("default"),
+            log_format: l.log_format.unwrap_or_default(),
+            log_level: l.log_level.clone().unwrap_or_else(|| "info".into()),
+            host,
+            effective: l,
+        })
+    }
+
+    /// The effective configuration as TOML (what `--print-config` shows).
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.effective).unwrap_or_else(|e| format!("# error: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_single_node() {
+        let s = Settings::from_layer(Layer::defaults()).unwrap();
+        assert_eq!(s.kms_listen, vec!["[::]:1688".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(s.grpc_listen.to_string(), "127.0.0.1:1689");
+        assert_eq!(s.name, "kmsd-1");
+        assert_eq!(s.data_dir, PathBuf::from("./kmsd-data"));
+    }
+
+    #[test]
+    fn unknown_toml_keys_are_rejected() {
+        let err = parse_toml("x.toml".as_ref(), "data-dir = \"/x\"\nbogus-key = 1\n").unwrap_err();
+        assert!(err.to_string().contains("bogus-key"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_file_override_defaults() {
+        let file = parse_toml("x.toml".as_ref(), "node-id = 3\nname = \"from-file\"\n").unwrap();
+        let flags = Layer {
+            name: Some("from-flag".into()),
+            ..Layer::default()
+        };
+        let s = Settings::from_layer(flags.or(file).or(Layer::defaults())).unwrap();
+        assert_eq!(s.node_id, 3);
+        assert_eq!(s.name, "from-flag");
+    }
+
+    #[test]
+    fn printed_config_parses_back() {
+        let s = Settings::from_layer(Layer::defaults()).unwrap();
+        let again = parse_toml("p.toml".as_ref(), &s.to_toml()).unwrap();
+        assert_eq!(again, s.effective);
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let bad = Layer {
+            node_id: Some(0),
+            ..Layer::defaults()
+        };
+        assert!(Settings::from_layer(bad).is_err());
+        let bad = Layer {
+            name: Some("not a label".into()),
+            ..Layer::defaults()
+        };
+        assert!(Settings::from_layer(bad).is_err());
+    }
+}

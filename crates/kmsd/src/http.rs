@@ -1,0 +1,191 @@
+//! HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (alive), `/readyz` (serving
+//! activations — in quorum or degraded — with the state in the body) and `/` (status page).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+
+/// What the handlers read.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    /// The registry.
+    pub metrics: Arc<Metrics>,
+    /// The node (status, counts).
+    pub node: Arc<kms_cluster::Node>,
+    /// True while the KMS listener serves.
+    pub kms_ready: Arc<AtomicBool>,
+}
+
+/// Serve HTTP on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    state: HttpState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/", get(status_page))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<HttpState>) -> Response {
+    let status = s.node.status();
+    let serving = s.kms_ready.load(Ordering::SeqCst);
+    let state = if !serving {
+        "not serving: KMS listener not running"
+    } else if status.degraded {
+        "degraded: no reachable leader; answering from local state and journal"
+    } else if status.leader_id.is_some() {
+        "ok: in quorum"
+    } else {
+        "degraded: no leader elected yet"
+    };
+    let code = if serving {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, format!("{state}\n")).into_response()
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+async fn status_page(State(s): State<HttpState>) -> Html<String> {
+    let st = s.node.status();
+    let mut html = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>kmsd status</title>\
+<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}\
+td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
+.bar{background:#eee;width:300px;height:14px;display:inline-block}\
+.fill{background:#2a7;height:14px;display:block}.under{background:#d93}</style></head><body>",
+    );
+    html.push_str(&format!(
+        "<h1>kmsd node {} ({})</h1><p id=\"leader\">Leader: {} &middot; term {} &middot; {}</p>",
+        st.node_id,
+        esc(&st.name),
+        st.leader_id
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "none".into()),
+        st.term,
+        if st.degraded {
+            "<b>DEGRADED</b>"
+        } else {
+            "in quorum"
+        }
+    ));
+    html.push_str("<h2>Members</h2><table id=\"members\"><tr><th>id</th><th>name</th><th>gRPC</th><th>KMS</th><th>role</th></tr>");
+    for m in &st.members {
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            m.id,
+            esc(&m.name),
+            esc(&m.grpc_addr),
+            esc(&m.kms_addr),
+            m.role
+        ));
+    }
+    html.push_str("</table><h2>Pools</h2><table id=\"pools\"><tr><th>pool</th><th>clients</th><th>reported</th><th>threshold</th><th></th></tr>");
+    for p in &st.pools {
+        let pct = if p.threshold == 0 {
+            0
+        } else {
+            (u64::from(p.reported) * 100 / u64::from(p.threshold)).min(100)
+        };
+        let class = if p.reported >= p.threshold {
+            "fill"
+        } else {
+            "fill under"
+        };
+        html.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><span class=\"bar\"><span class=\"{class}\" style=\"width:{pct}%\"></span></span></td></tr>",
+            p.pool, p.live, p.reported, p.threshold
+        ));
+    }
+    html.push_str("</table></body></html>");
+    Html(html)
+}
+
+/// Copy node status into gauges once a second until `shutdown`.
+pub async fn refresh_metrics(
+    node: Arc<kms_cluster::Node>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    let tick = async {
+        let mut iv = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            iv.tick().await;
+            let st = node.status();
+            metrics.raft_term.set(st.term as i64);
+            metrics
+                .raft_is_leader
+                .set(i64::from(st.leader_id == Some(st.node_id)));
+            metrics.raft_commit_index.set(st.commit_index as i64);
+            metrics.raft_applied_index.set(st.applied_index as i64);
+            metrics
+                .degraded_journal_entries
+                .set(st.journal_entries as i64);
+            for p in &st.pools {
+                metrics
+                    .pool_clients
+                    .with_label_values(&[p.pool])
+                    .set(i64::from(p.live));
+                metrics
+                    .pool_reported
+                    .with_label_values(&[p.pool])
+                    .set(i64::from(p.reported));
+                metrics
+                    .pool_threshold
+                    .with_label_values(&[p.pool])
+                    .set(i64::from(p.threshold));
+                metrics
+                    .pool_seat_limit
+                    .with_label_values(&[p.pool])
+                    .set(p.seat_limit.map(i64::from).unwrap_or(0));
+                metrics
+                    .duplicate_cmids
+                    .with_label_values(&[p.pool])
+                    .set(i64::from(p.duplicates));
+            }
+        }
+    };
+    tokio::select! {
+        _ = tick => {}
+        _ = shutdown => {}
+    }
+}

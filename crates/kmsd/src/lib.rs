@@ -1,0 +1,183 @@
+//! # kmsd — one node of the highly available KMS host
+//!
+//! Wiring only: configuration ([`config`]), logging, the replicated store and Raft node
+//! (`kms-cluster`), the KMS listener (`kms-host`), HTTP (`/metrics`, `/healthz`, `/readyz`, `/`)
+//! and signal handling. [`run`] starts a whole node on already-validated settings and returns
+//! when `shutdown` resolves and everything has drained, so tests can run nodes in-process.
+
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Settings;
+
+/// Bind a TCP listener; `[::]:port` is dual-stack (IPv4 clients arrive as mapped addresses).
+pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        // Dual-stack unless the address is a specific IPv6 one that cannot carry IPv4 anyway.
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate());
+        let int = signal(SignalKind::interrupt());
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => info!("SIGTERM received"),
+                    _ = int.recv() => info!("SIGINT received"),
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Addresses a running node actually bound (useful when configured with port 0).
+#[derive(Debug, Clone)]
+pub struct BoundAddrs {
+    /// KMS listeners.
+    pub kms: Vec<SocketAddr>,
+    /// HTTP listener.
+    pub http: SocketAddr,
+}
+
+/// Run a node until `shutdown` resolves.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+    run_with(settings, shutdown, |_| {}).await
+}
+
+/// Like [`run`], calling `on_bound` once every listener is bound.
+pub async fn run_with(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+    on_bound: impl FnOnce(BoundAddrs),
+) -> anyhow::Result<()> {
+    info!(
+        node_id = settings.node_id,
+        name = %settings.name,
+        data_dir = %settings.data_dir.display(),
+        version = env!("CARGO_PKG_VERSION"),
+        "kmsd starting"
+    );
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+
+    let mut kms_listeners = Vec::new();
+    let mut kms_addrs = Vec::new();
+    for addr in &settings.kms_listen {
+        let l = bind_tcp(*addr).with_context(|| format!("binding KMS listener {addr}"))?;
+        kms_addrs.push(l.local_addr()?);
+        kms_listeners.push(l);
+    }
+    let http_listener = bind_tcp(settings.http_listen)
+        .with_context(|| format!("binding HTTP listener {}", settings.http_listen))?;
+    let http_addr = http_listener.local_addr()?;
+
+    let kms_advertise = kms_addrs
+        .first()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let node = kms_cluster::Node::start(kms_cluster::NodeSettings {
+        node_id: settings.node_id,
+        name: settings.name.clone(),
+        data_dir: settings.data_dir.clone(),
+        grpc_addr: settings.grpc_listen.to_string(),
+        kms_addr: kms_advertise,
+        ndr64: settings.host.ndr64,
+        ..kms_cluster::NodeSettings::default()
+    })
+    .await
+    .context("starting the replicated store")?;
+    let node = Arc::new(node);
+
+    let metrics = Arc::new(metrics::Metrics::new(settings.node_id));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        http::HttpState {
+            metrics: metrics.clone(),
+            node: node.clone(),
+            kms_ready: ready.clone(),
+        },
+        wait_stop(stop_rx.clone()),
+    ));
+    let metrics_task = tokio::spawn(http::refresh_metrics(
+        node.clone(),
+        metrics.clone(),
+        wait_stop(stop_rx.clone()),
+    ));
+
+    on_bound(BoundAddrs {
+        kms: kms_addrs.clone(),
+        http: http_addr,
+    });
+    let kms_list = kms_addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    info!(kms = %kms_list, http = %http_addr, "kmsd serving");
+    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let kms_result = kms_host::serve(
+        kms_listeners,
+        settings.host.clone(),
+        Arc::new(node.ledger()),
+        metrics.clone(),
+        shutdown,
+    )
+    .await;
+    ready.store(false, std::sync::atomic::Ordering::SeqCst);
+    let _ = stop_tx.send(true);
+    if let Err(e) = http_task.await {
+        warn!(error = %e, "HTTP task failed");
+    }
+    let _ = metrics_task.await;
+    node.shutdown().await;
+    info!("kmsd stopped");
+    kms_result.context("KMS listener")
+}
+
+async fn wait_stop(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The node's Prometheus registry and the KMS listener's observer that feeds it.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use kms_host::{ActivationEvent, HostObserver};
+
+/// Every metric the node exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// kmsd_activations_total{pool,protocol,result}
+    pub activations: IntCounterVec,
+    /// kmsd_activation_duration_seconds{protocol}
+    pub activation_duration: HistogramVec,
+    /// kmsd_connections_open
+    pub connections_open: IntGauge,
+    /// kmsd_connections_rejected_total{reason}
+    pub connections_rejected: IntCounterVec,
+    /// kmsd_protocol_errors_total{reason}
+    pub protocol_errors: IntCounterVec,
+    /// kmsd_pool_clients{pool}
+    pub pool_clients: IntGaugeVec,
+    /// kmsd_pool_reported_count{pool}
+    pub pool_reported: IntGaugeVec,
+    /// kmsd_pool_threshold{pool}
+    pub pool_threshold: IntGaugeVec,
+    /// kmsd_pool_seat_limit{pool}
+    pub pool_seat_limit: IntGaugeVec,
+    /// kmsd_duplicate_cmids{pool}
+    pub duplicate_cmids: IntGaugeVec,
+    /// kmsd_raft_term
+    pub raft_term: IntGauge,
+    /// kmsd_raft_is_leader
+    pub raft_is_leader: IntGauge,
+    /// kmsd_raft_commit_index
+    pub raft_commit_index: IntGauge,
+    /// kmsd_raft_applied_index
+    pub raft_applied_index: IntGauge,
+    /// kmsd_degraded_journal_entries
+    pub degraded_journal_entries: IntGauge,
+}
+
+fn must<T>(r: prometheus::Result<T>) -> T {
+    // Metric definitions are static; an error here is a programming error caught by tests.
+    r.expect("static metric definition")
+}
+
+impl Metrics {
+    /// Create and register every metric.
+    pub fn new(node_id: u64) -> Metrics {
+        let registry = Registry::new();
+        let activations = must(IntCounterVec::new(
+            Opts::new(
+                "kmsd_activations_total",
+                "KMS activation requests answered, by pool, protocol version and result.",
+            ),
+            &["pool", "protocol", "result"],
+        ));
+        let activation_duration = must(HistogramVec::new(
+            HistogramOpts::new(
+                "kmsd_activation_duration_seconds",
+                "Time from a decoded KMS request to its encoded response (decision and durable record).",
+            )
+            .buckets(vec![
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                1.0, 2.5, 5.0,
+            ]),
+            &["protocol"],
+        ));
+        let connections_open = must(IntGauge::new(
+            "kmsd_connections_open",
+            "Open KMS client connections.",
+        ));
+        let connections_rejected = must(IntCounterVec::new(
+            Opts::new(
+                "kmsd_connections_rejected_total",
+                "KMS connections closed at once by an admission limit.",
+            ),
+            &["reason"],
+        ));
+        let protocol_errors = must(IntCounterVec::new(
+            Opts::new(
+                "kmsd_protocol_errors_total",
+                "KMS connections closed or requests refused for malformed input or timeouts.",
+            ),
+            &["reason"],
+        ));
+        let pool = |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), &["pool"]));
+        let pool_clients = pool(
+            "kmsd_pool_clients",
+            "Distinct client machines seen in the count window, per pool.",
+        );
+        let pool_reported = pool(
+            "kmsd_pool_reported_count",
+            "Count reported to clients (capped at twice the largest threshold), per pool.",
+        );
+        let pool_threshold = pool(
+            "kmsd_pool_threshold",
+            "Activation threshold of the pool (25 once a Windows client is seen, else 5).",
+        );
+        let pool_seat_limit = pool(
+            "kmsd_pool_seat_limit",
+            "Configured seat limit of the pool (0 = none).",
+        );
+        let duplicate_cmids = pool(
+            "kmsd_duplicate_cmids",
+            "Client machine ids seen from more than one workstation name (un-generalized images).",
+        );
+        let gauge = |name: &str, help: &str| must(IntGauge::new(name, help));
+        let raft_term = gauge("kmsd_raft_term", "Current Raft term.");
+        let raft_is_leader = gauge("kmsd_raft_is_leader", "1 if this node is the Raft leader.");
+        let raft_commit_index = gauge("kmsd_raft_commit_index", "Last committed Raft log index.");
+        let raft_applied_index = gauge(
+            "kmsd_raft_applied_index",
+            "Last Raft log index applied to the state machine.",
+        );
+        let degraded_journal_entries = gauge(
+            "kmsd_degraded_journal_entries",
+            "Activations recorded in the local journal while no leader was reachable.",
+        );
+        let build_info = must(IntGaugeVec::new(
+            Opts::new("kmsd_build_info", "Build information; the value is always 1."),
+            &["version", "node_id"],
+        ));
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), &node_id.to_string()])
+            .set(1);
+        for c in [
+            Box::new(activations.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(activation_duration.clone()),
+            Box::new(connections_open.clone()),
+            Box::new(connections_rejected.clone()),
+            Box::new(protocol_errors.clone()),
+            Box::new(pool_clients.clone()),
+            Box::new(pool_reported.clone()),
+            Box::new(pool_threshold.clone()),
+            Box::new(pool_seat_limit.clone()),
+            Box::new(duplicate_cmids.clone()),
+            Box::new(raft_term.clone()),
+            Box::new(raft_is_leader.clone()),
+            Box::new(raft_commit_index.clone()),
+            Box::new(raft_applied_index.clone()),
+            Box::new(degraded_journal_entries.clone()),
+            Box::new(build_info),
+        ] {
+            must(registry.register(c));
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let pc = prometheus::process_collector::ProcessCollector::for_self();
+            must(registry.register(Box::new(pc)));
+        }
+        Metrics {
+            registry,
+            activations,
+            activation_duration,
+            connections_open,
+            connections_rejected,
+            protocol_errors,
+            pool_clients,
+            pool_reported,
+            pool_threshold,
+            pool_seat_limit,
+            duplicate_cmids,
+            raft_term,
+            raft_is_leader,
+            raft_commit_index,
+            raft_applied_index,
+            degraded_journal_entries,
+        }
+    }
+
+    /// Render the text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let enc = TextEncoder::new();
+        if let Err(e) = enc.encode(&self.registry.gather(), &mut buf) {
+            return format!("# encoding error: {e}\n");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl HostObserver for Metrics {
+    fn connection_opened(&self) {
+        self.connections_open.inc();
+    }
+    fn connection_closed(&self) {
+        self.connections_open.dec();
+    }
+    fn connection_rejected(&self, reason: &'static str) {
+        self.connections_rejected.with_label_values(&[reason]).inc();
+    }
+    fn protocol_error(&self, reason: &'static str) {
+        self.protocol_errors.with_label_values(&[reason]).inc();
+    }
+    fn activation(&self, e: &ActivationEvent) {
+        let protocol = match e.protocol {
+            4 => "4",
+            5 => "5",
+            6 => "6",
+            _ => "other",
+        };
+        let result = result_label(e.hresult);
+        self.activations
+            .with_label_values(&[e.pool.unwrap_or("none"), protocol, result])
+            .inc();
+        self.activation_duration
+            .with_label_values(&[protocol])
+            .observe(e.duration.as_secs_f64());
+    }
+}
+
+/// A bounded set of result labels (HRESULTs are not free-form label values).
+pub fn result_label(hresult: u32) -> &'static str {
+    match hresult {
+        0 => "success",
+        0x8007_000D => "invalid_data",
+        0xC004_F042 => "product_refused",
+        0xC004_F06C => "time_skew",
+        0xC004_F041 => "not_activated",
+        _ => "other_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_renders_required_families() {
+        let m = Metrics::new(1);
+        m.activations.with_label_values(&["windows", "6", "success"]).inc();
+        let text = m.render();
+        for name in [
+            "kmsd_activations_total",
+            "kmsd_connections_open",
+            "kmsd_build_info",
+            "kmsd_raft_term",
+            "kmsd_degraded_journal_entries",
+        ] {
+            assert!(text.contains(name), "missing {name}");
+        }
+    }
+}
