@@ -37,6 +37,15 @@ pub struct Kmsd {
     pub http: SocketAddr,
     extra: Vec<String>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    raw: Option<RawLaunch>,
+}
+
+/// A launch with exactly the given arguments and environment (no flags added), so a test can
+/// configure a node only through `--config` or `KMSD_*` variables.
+#[derive(Debug, Clone)]
+struct RawLaunch {
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 impl Kmsd {
@@ -46,17 +55,43 @@ impl Kmsd {
         Self::spawn(data_dir.to_path_buf(), extra)
     }
 
+    /// Start kmsd with exactly `args` and the environment variables `envs` (nothing added; the
+    /// node must log JSON, e.g. `--log-format json` or `KMSD_LOG_FORMAT=json`, and should
+    /// listen on port 0). `data_dir` is only remembered for the caller.
+    pub fn start_raw(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Kmsd {
+        let raw = RawLaunch {
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        Self::spawn_with(data_dir.to_path_buf(), Vec::new(), Some(raw))
+    }
+
     fn spawn(data_dir: PathBuf, extra: Vec<String>) -> Kmsd {
+        Self::spawn_with(data_dir, extra, None)
+    }
+
+    fn spawn_with(data_dir: PathBuf, extra: Vec<String>, raw: Option<RawLaunch>) -> Kmsd {
         let mut cmd = Command::new(bin("kmsd"));
-        cmd.arg("--data-dir")
-            .arg(&data_dir)
-            .args(["--kms-listen", "127.0.0.1:0"])
-            .args(["--http-listen", "127.0.0.1:0"])
-            .args(["--grpc-listen", "127.0.0.1:0"])
-            .args(["--dns-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(&extra)
-            .stdin(Stdio::null())
+        match &raw {
+            None => {
+                cmd.arg("--data-dir")
+                    .arg(&data_dir)
+                    .args(["--kms-listen", "127.0.0.1:0"])
+                    .args(["--http-listen", "127.0.0.1:0"])
+                    .args(["--grpc-listen", "127.0.0.1:0"])
+                    .args(["--dns-listen", "127.0.0.1:0"])
+                    .args(["--log-format", "json"])
+                    .args(&extra);
+            }
+            Some(r) => {
+                cmd.args(&r.args)
+                    .envs(r.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            }
+        }
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn kmsd");
@@ -106,6 +141,7 @@ impl Kmsd {
             http,
             extra,
             log,
+            raw,
         }
     }
 
@@ -141,6 +177,68 @@ impl Kmsd {
         }
     }
 
+    /// Send `sig` (e.g. "TERM") without waiting.
+    pub fn signal(&self, sig: &str) {
+        send_signal(self.pid(), sig);
+    }
+
+    /// Wait up to `timeout` for the process to exit; `None` if it is still running (it is then
+    /// left running, and killed on drop).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        loop {
+            let child = self.child.as_mut().expect("running");
+            if let Some(st) = child.try_wait().expect("wait") {
+                self.child = None;
+                return Some(st);
+            }
+            if start.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "/metrics: {body}");
+        body
+    }
+
+    /// The value of one series of `/metrics`, e.g. `kmsd_pool_clients{pool="windows"}`
+    /// (0 when the series is absent).
+    pub fn metric(&self, series: &str) -> f64 {
+        metric_value(&self.metrics(), series).unwrap_or(0.0)
+    }
+
+    /// Poll `/metrics` until `series` satisfies `pred` (gauges refresh once a second); returns
+    /// the last value seen, satisfying or not, after at most `timeout`.
+    pub fn wait_metric(&self, series: &str, timeout: Duration, pred: impl Fn(f64) -> bool) -> f64 {
+        let start = Instant::now();
+        loop {
+            let v = self.metric(series);
+            if pred(v) || start.elapsed() > timeout {
+                return v;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Resident set size of the process in bytes (from /proc), 0 if unknown.
+    pub fn rss_bytes(&self) -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1))
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    }
+
     /// SIGKILL (kill -9): no chance to flush anything.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
@@ -151,7 +249,7 @@ impl Kmsd {
     /// Start again on the same data directory with the same flags (new ephemeral ports).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill first");
-        let again = Self::spawn(self.data_dir.clone(), self.extra.clone());
+        let again = Self::spawn_with(self.data_dir.clone(), self.extra.clone(), self.raw.clone());
         *self = again;
     }
 
@@ -194,4 +292,60 @@ pub fn send_signal(pid: u32, sig: &str) {
         .status()
         .expect("run kill");
     assert!(st.success(), "kill -{sig} {pid} failed");
+}
+
+/// The value of `series` (metric name plus its exact label set as rendered, e.g.
+/// `kmsd_pool_clients{pool="windows"}`) in Prometheus text `text`.
+pub fn metric_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Run kmsd to completion (for invocations that exit by themselves: `--print-config`,
+/// configuration errors, occupied ports). Returns (exit status, stdout, stderr); panics if it
+/// is still running after `timeout`.
+pub fn run_kmsd(
+    args: &[&str],
+    envs: &[(&str, &str)],
+    timeout: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    use std::io::Read;
+    let mut child = Command::new(bin("kmsd"))
+        .args(args)
+        .envs(envs.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kmsd");
+    let mut out = child.stdout.take().expect("stdout");
+    let mut err = child.stderr.take().expect("stderr");
+    let out_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let start = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            break st;
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kmsd {args:?} still running after {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (
+        status,
+        out_t.join().unwrap_or_default(),
+        err_t.join().unwrap_or_default(),
+    )
 }

@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use kms_core::{Command, Outcome, RecordRequest};
-use kms_store::types::Raft;
 use kms_wire::FileTime;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::warn;
 
+use crate::writer::{WriteError, Writer};
+
 /// What a waiting activation receives: the outcome of its own record.
-pub(crate) type RecordReply = Result<kms_core::RecordOutcome, String>;
+pub(crate) type RecordReply = Result<kms_core::RecordOutcome, WriteError>;
 
 /// One record waiting for its batch.
 #[derive(Debug)]
@@ -27,7 +28,7 @@ pub(crate) struct PendingRecord {
 const MAX_IN_FLIGHT: usize = 4;
 
 pub(crate) async fn run(
-    raft: Raft,
+    writer: Writer,
     node_id: u64,
     mut rx: mpsc::Receiver<PendingRecord>,
     max_entries: usize,
@@ -63,15 +64,15 @@ pub(crate) async fn run(
                 }
             }
         };
-        let raft = raft.clone();
+        let writer = writer.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            propose(&raft, node_id, batch).await;
+            propose(&writer, node_id, batch).await;
         });
     }
 }
 
-async fn propose(raft: &Raft, node_id: u64, batch: Vec<PendingRecord>) {
+async fn propose(writer: &Writer, node_id: u64, batch: Vec<PendingRecord>) {
     let (records, replies): (Vec<_>, Vec<_>) =
         batch.into_iter().map(|p| (p.record, p.reply)).unzip();
     let cmd = Command::Record {
@@ -79,8 +80,8 @@ async fn propose(raft: &Raft, node_id: u64, batch: Vec<PendingRecord>) {
         node: node_id,
         records,
     };
-    match raft.client_write(cmd.into()).await {
-        Ok(resp) => match resp.response() {
+    match writer.write(cmd).await {
+        Ok(outcome) => match &outcome {
             Outcome::Recorded(outcomes) if outcomes.len() == replies.len() => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes.iter()) {
                     let _ = reply.send(Ok(outcome.clone()));
@@ -89,14 +90,15 @@ async fn propose(raft: &Raft, node_id: u64, batch: Vec<PendingRecord>) {
             other => {
                 warn!(?other, "unexpected outcome for a record batch");
                 for reply in replies {
-                    let _ = reply.send(Err(format!("unexpected outcome {other:?}")));
+                    let _ = reply.send(Err(WriteError::Failed(format!(
+                        "unexpected outcome {other:?}"
+                    ))));
                 }
             }
         },
         Err(e) => {
-            let msg = e.to_string();
             for reply in replies {
-                let _ = reply.send(Err(msg.clone()));
+                let _ = reply.send(Err(e.clone()));
             }
         }
     }

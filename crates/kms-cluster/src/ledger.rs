@@ -10,11 +10,15 @@ use kms_wire::Hresult;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batcher::PendingRecord;
+use crate::degraded::{DegradedJournal, JournalEntry};
+use crate::writer::WriteError;
 
 /// The `Ledger` of a cluster node.
 #[derive(Debug, Clone)]
 pub struct ClusterLedger {
     sm: StateMachineStore,
+    journal: DegradedJournal,
+    degraded: Arc<std::sync::atomic::AtomicBool>,
     records: mpsc::Sender<PendingRecord>,
     request_ids: Arc<AtomicU64>,
 }
@@ -28,13 +32,16 @@ enum Plan {
 
 impl ClusterLedger {
     pub(crate) fn new(
-        _node_id: u64,
         sm: StateMachineStore,
+        journal: DegradedJournal,
+        degraded: Arc<std::sync::atomic::AtomicBool>,
         records: mpsc::Sender<PendingRecord>,
         request_ids: Arc<AtomicU64>,
     ) -> ClusterLedger {
         ClusterLedger {
             sm,
+            journal,
+            degraded,
             records,
             request_ids,
         }
@@ -89,25 +96,74 @@ impl ClusterLedger {
     }
 }
 
+impl ClusterLedger {
+    /// Answer from the applied state plus the journal, after journaling `record` durably.
+    async fn answer_degraded(
+        &self,
+        record: RecordRequest,
+        mut grant: Grant,
+        at: kms_wire::FileTime,
+    ) -> Result<Grant, Denial> {
+        let pool = record.pool;
+        self.journal
+            .append(JournalEntry { at, record })
+            .await
+            .map_err(|e| Denial {
+                hresult: Hresult::KMS_NOT_ACTIVATED,
+                reason: format!("no leader and the local journal failed: {e}"),
+                pool: Some(grant.pool),
+            })?;
+        self.degraded.store(true, Ordering::SeqCst);
+        grant.current_count = self
+            .sm
+            .read(|s| self.journal.count_with_journal(s, pool, at))
+            .reported;
+        grant.degraded = true;
+        Ok(grant)
+    }
+}
+
 impl Ledger for ClusterLedger {
     async fn activate(&self, input: ActivationInput, meta: RequestMeta) -> Result<Grant, Denial> {
         let plan = self.sm.read(|s| self.plan(s, &input, &meta));
         let (record, mut grant) = match plan {
             Plan::Refuse(d) => return Err(d),
-            Plan::Answer(g) => return Ok(g),
+            Plan::Answer(mut g) => {
+                if !self.journal.is_empty() {
+                    // Journaled clients are not in the state yet: count them too.
+                    let pool = kms_core::Pool::from_name(g.pool);
+                    if let Some(pool) = pool {
+                        g.current_count = self
+                            .sm
+                            .read(|s| self.journal.count_with_journal(s, pool, meta.received_at))
+                            .reported;
+                    }
+                }
+                return Ok(g);
+            }
             Plan::Record(r, g) => (r, g),
         };
+        // While degraded with records still waiting, keep new records behind them.
+        if self.degraded.load(Ordering::SeqCst) && !self.journal.is_empty() {
+            return self.answer_degraded(record, grant, meta.received_at).await;
+        }
         let pool = grant.pool;
-        let unavailable = |why: String| Denial {
-            hresult: Hresult::KMS_NOT_ACTIVATED,
-            reason: format!("could not record the client: {why}"),
-            pool: Some(pool),
-        };
         let (tx, rx) = oneshot::channel();
-        self.records
-            .send(PendingRecord { record, reply: tx })
+        if self
+            .records
+            .send(PendingRecord {
+                record: record.clone(),
+                reply: tx,
+            })
             .await
-            .map_err(|_| unavailable("the node is shutting down".into()))?;
+            .is_err()
+        {
+            return Err(Denial {
+                hresult: Hresult::KMS_NOT_ACTIVATED,
+                reason: "the node is shutting down".into(),
+                pool: Some(pool),
+            });
+        }
         match rx.await {
             Ok(Ok(RecordOutcome::Accepted { count, .. })) => {
                 grant.current_count = count.reported;
@@ -118,8 +174,9 @@ impl Ledger for ClusterLedger {
                 reason: format!("{reason:?}"),
                 pool: Some(pool),
             }),
-            Ok(Err(e)) => Err(unavailable(e)),
-            Err(_) => Err(unavailable("the batcher stopped".into())),
+            Ok(Err(WriteError::NoLeader(_))) | Ok(Err(WriteError::Failed(_))) | Err(_) => {
+                self.answer_degraded(record, grant, meta.received_at).await
+            }
         }
     }
 }

@@ -11,10 +11,16 @@
 //! a record it acknowledged, or name openraft types except through `kms_store::types`.
 
 mod batcher;
+mod degraded;
 mod ledger;
 mod network;
 mod node;
+mod view;
+mod writer;
 
+pub use degraded::{DegradedJournal, JournalEntry};
 pub use ledger::ClusterLedger;
+pub use view::{NoProbe, Probe, ProbeFuture};
+pub use writer::{Forward, ForwardFuture, ForwardResult, NoForward, WriteError, Writer};
 pub use network::PeerNetwork;
 pub use node::{ClusterError, MemberStatus, Node, NodeSettings, NodeStatus, PoolStatus};

@@ -16,8 +16,12 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::batcher::{self, PendingRecord};
+use crate::degraded::{self, DegradedJournal};
 use crate::ledger::ClusterLedger;
 use crate::network::PeerNetwork;
+use crate::view::{self as cluster_view, Health, NoProbe, Probe};
+use crate::writer::{Forward, NoForward, Writer};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Settings of one node (per node, from its configuration file).
 #[derive(Debug, Clone)]
@@ -42,6 +46,19 @@ pub struct NodeSettings {
     pub snapshot_every: u64,
     /// How often the leader proposes `Prune`.
     pub prune_every: Duration,
+    /// `--initial-cluster`: every voter of a new cluster, id → gRPC address. Used only when the
+    /// store is empty; all nodes of a new cluster must be given the same map.
+    pub initial_cluster: BTreeMap<u64, String>,
+    /// `--join`: a member's gRPC address to ask for admission (new node, empty store).
+    pub join: Option<String>,
+    /// How long a write may wait for a leader before the node answers in degraded mode.
+    pub commit_timeout: Duration,
+    /// SRV priority published for this node.
+    pub dns_priority: u16,
+    /// SRV weight published for this node.
+    pub dns_weight: u16,
+    /// A peer that has not answered a probe for this long is unhealthy (leaves DNS answers).
+    pub unhealthy_after: Duration,
 }
 
 impl Default for NodeSettings {
@@ -57,6 +74,12 @@ impl Default for NodeSettings {
             batch_max_delay: Duration::from_millis(2),
             snapshot_every: 20_000,
             prune_every: Duration::from_secs(3600),
+            initial_cluster: BTreeMap::new(),
+            join: None,
+            commit_timeout: Duration::from_secs(2),
+            dns_priority: 0,
+            dns_weight: 100,
+            unhealthy_after: Duration::from_secs(5),
         }
     }
 }
@@ -106,8 +129,10 @@ pub struct MemberStatus {
     pub grpc_addr: String,
     /// KMS address.
     pub kms_addr: String,
-    /// "leader", "follower", "learner" or "voter".
+    /// "leader", "follower" or "learner".
     pub role: &'static str,
+    /// Answered its recent health probes.
+    pub healthy: bool,
 }
 
 /// A snapshot of the node's view of the cluster.
@@ -141,6 +166,11 @@ pub struct Node {
     settings: NodeSettings,
     raft: Raft,
     store: Store,
+    writer: Writer,
+    journal: DegradedJournal,
+    degraded: Arc<AtomicBool>,
+    view: watch::Receiver<kms_core::ClusterView>,
+    health: Health,
     records: mpsc::Sender<PendingRecord>,
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
@@ -151,6 +181,22 @@ impl Node {
     /// Open the store, start Raft, bootstrap a one-member cluster if the store is new, and make
     /// sure the cluster has a host identity.
     pub async fn start(settings: NodeSettings) -> Result<Node, ClusterError> {
+        Self::start_with(
+            settings,
+            PeerNetwork::default(),
+            Arc::new(NoForward),
+            Arc::new(NoProbe),
+        )
+        .await
+    }
+
+    /// Like [`Node::start`] with an explicit Raft transport and leader forwarder.
+    pub async fn start_with(
+        settings: NodeSettings,
+        network: PeerNetwork,
+        forward: Arc<dyn Forward>,
+        prober: Arc<dyn Probe>,
+    ) -> Result<Node, ClusterError> {
         let store_dir = settings.data_dir.join("store");
         let store = Store::open(&store_dir)?;
         let config = Config {
@@ -167,7 +213,7 @@ impl Node {
         let raft = Raft::new(
             settings.node_id,
             Arc::new(config),
-            PeerNetwork,
+            network,
             store.log_store(),
             store.state_machine(),
         )
@@ -178,43 +224,112 @@ impl Node {
             .is_initialized()
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if !initialized {
+        let single_node = settings.initial_cluster.is_empty() && settings.join.is_none();
+        if initialized {
+            if !single_node {
+                info!("store already holds a cluster: --initial-cluster/--join are ignored");
+            }
+        } else if !settings.initial_cluster.is_empty() {
+            let members = initial_members(&settings)?;
+            info!(members = ?settings.initial_cluster, "new cluster: initializing with --initial-cluster");
+            // Every node of a new cluster initializes with the identical membership (derived
+            // only from --initial-cluster), which openraft allows; the vote elects one leader.
+            match raft.initialize(members).await {
+                Ok(()) => {}
+                Err(e) if e.api_error().is_some() => {
+                    info!(error = %e, "cluster already initialized by a peer");
+                }
+                Err(e) => return Err(ClusterError::Raft(e.to_string())),
+            }
+        } else if settings.join.is_some() {
+            info!(join = ?settings.join, "empty store: waiting to be added by the cluster (--join)");
+        } else {
             info!(
                 node_id = settings.node_id,
                 "new data directory: bootstrapping a one-member cluster"
             );
             let mut members = BTreeMap::new();
-            members.insert(
-                settings.node_id,
-                NodeInfo {
-                    name: settings.name.clone(),
-                    grpc_addr: settings.grpc_addr.clone(),
-                    kms_addr: settings.kms_addr.clone(),
-                },
-            );
+            members.insert(settings.node_id, own_info(&settings));
             raft.initialize(members)
                 .await
                 .map_err(|e| ClusterError::Raft(e.to_string()))?;
         }
-        raft.wait(Some(Duration::from_secs(30)))
-            .metrics(|m| m.current_leader.is_some(), "a leader is elected")
-            .await
-            .map_err(|e| ClusterError::Timeout(e.to_string()))?;
+        if single_node {
+            // The embedded default is its own quorum: wait until it leads, so the first client
+            // is answered from a node that can commit.
+            raft.wait(Some(Duration::from_secs(30)))
+                .metrics(|m| m.current_leader.is_some(), "a leader is elected")
+                .await
+                .map_err(|e| ClusterError::Timeout(e.to_string()))?;
+        }
+        let journal = DegradedJournal::open(store.journal())?;
+        let degraded = Arc::new(AtomicBool::new(!journal.is_empty()));
+        let writer = Writer::new(
+            raft.clone(),
+            settings.node_id,
+            forward,
+            settings.commit_timeout,
+        );
 
         let (tx, rx) = mpsc::channel(16_384);
         let (stop, stop_rx) = watch::channel(false);
+        let health = Health::default();
+        let initial_view = cluster_view::build(
+            &raft,
+            &store.state_machine(),
+            &health,
+            settings.node_id,
+            settings.unhealthy_after,
+        );
+        let (view_tx, view_rx) = watch::channel(initial_view);
         let node = Node {
             raft: raft.clone(),
             store,
+            writer: writer.clone(),
+            journal: journal.clone(),
+            degraded: degraded.clone(),
+            view: view_rx,
+            health: health.clone(),
             records: tx,
             tasks: std::sync::Mutex::new(Vec::new()),
             stop,
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(seed_request_ids())),
             settings,
         };
-        node.ensure_identity().await?;
-        let batcher = tokio::spawn(batcher::run(
+        let identity = tokio::spawn(ensure_identity(
+            writer.clone(),
+            node.store.state_machine(),
+            node.settings.ndr64,
+            stop_rx.clone(),
+        ));
+        if single_node {
+            // Single node: have the identity before serving the first client.
+            wait_identity(&node.store, Duration::from_secs(30)).await?;
+        }
+        let registrar = tokio::spawn(ensure_registered(
+            writer.clone(),
+            node.store.state_machine(),
+            own_record(&node.settings),
+            stop_rx.clone(),
+        ));
+        let viewer = tokio::spawn(cluster_view::run(
             raft.clone(),
+            node.store.state_machine(),
+            prober,
+            node.settings.node_id,
+            node.settings.unhealthy_after,
+            view_tx,
+            health,
+            stop_rx.clone(),
+        ));
+        let replayer = tokio::spawn(degraded::replay_loop(
+            journal,
+            writer.clone(),
+            node.settings.node_id,
+            stop_rx.clone(),
+        ));
+        let batcher = tokio::spawn(batcher::run(
+            writer.clone(),
             node.settings.node_id,
             rx,
             node.settings.batch_max_entries,
@@ -230,33 +345,20 @@ impl Node {
         if let Ok(mut t) = node.tasks.lock() {
             t.push(batcher);
             t.push(pruner);
+            t.push(identity);
+            t.push(replayer);
+            t.push(registrar);
+            t.push(viewer);
         }
         Ok(node)
-    }
-
-    /// Propose a generated identity unless the cluster already has one. `InitIdentity` applies
-    /// only to a state without identity, so nodes racing here agree on the first one committed.
-    async fn ensure_identity(&self) -> Result<(), ClusterError> {
-        if self.store.state_machine().read(|s| s.identity().is_some()) {
-            return Ok(());
-        }
-        let now = FileTime::from_system_time(SystemTime::now());
-        let mut rng = rand::rng();
-        let identity =
-            HostIdentity::generate(&mut |buf: &mut [u8]| rng.fill_bytes(buf), now, self.settings.ndr64);
-        info!("proposing the cluster's host identity (ePIDs, HwId)");
-        self.raft
-            .client_write(Command::InitIdentity(identity).into())
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        Ok(())
     }
 
     /// The ledger the KMS listener records through.
     pub fn ledger(&self) -> ClusterLedger {
         ClusterLedger::new(
-            self.settings.node_id,
             self.store.state_machine(),
+            self.journal.clone(),
+            self.degraded.clone(),
             self.records.clone(),
             self.request_ids.clone(),
         )
@@ -271,17 +373,29 @@ impl Node {
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow_watched().clone();
         let now = FileTime::from_system_time(SystemTime::now());
+        let directory = self.read(|s| s.nodes().clone());
         let members = m
             .membership_config
             .membership()
             .nodes()
             .map(|(id, info)| {
                 let voter = m.membership_config.membership().get_joint_config().iter().any(|c| c.contains(id));
+                let dir = directory.get(id);
                 MemberStatus {
                     id: *id,
-                    name: info.name.clone(),
+                    name: dir.map(|d| d.name.clone()).unwrap_or_else(|| info.name.clone()),
                     grpc_addr: info.grpc_addr.clone(),
-                    kms_addr: info.kms_addr.clone(),
+                    kms_addr: dir
+                        .map(|d| {
+                            if d.host.contains(':') {
+                                format!("[{}]:{}", d.host, d.kms_port)
+                            } else {
+                                format!("{}:{}", d.host, d.kms_port)
+                            }
+                        })
+                        .unwrap_or_else(|| info.kms_addr.clone()),
+                    healthy: *id == self.settings.node_id
+                        || self.health.is_healthy(*id, self.settings.unhealthy_after),
                     role: if m.current_leader == Some(*id) {
                         "leader"
                     } else if voter {
@@ -317,9 +431,20 @@ impl Node {
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             members,
             pools,
-            degraded: m.current_leader.is_none() && m.state != ServerState::Leader,
-            journal_entries: 0,
+            degraded: self.degraded.load(Ordering::SeqCst)
+                || (m.current_leader.is_none() && m.state != ServerState::Leader),
+            journal_entries: self.journal.len(),
         }
+    }
+
+    /// The node's view of the cluster (members, addresses, health), updated about once a second.
+    pub fn view(&self) -> watch::Receiver<kms_core::ClusterView> {
+        self.view.clone()
+    }
+
+    /// Writes commands through the leader (for the admin API).
+    pub fn writer(&self) -> &Writer {
+        &self.writer
     }
 
     /// The Raft handle (for the admin API and tests).
@@ -374,6 +499,115 @@ async fn prune_loop(
         let cmd = sm.read(|s| s.prune_command(now));
         if let Err(e) = raft.client_write(cmd.into()).await {
             warn!(error = %e, "prune proposal failed");
+        }
+    }
+}
+
+/// This node's membership entry.
+fn own_info(s: &NodeSettings) -> NodeInfo {
+    NodeInfo {
+        name: s.name.clone(),
+        grpc_addr: s.grpc_addr.clone(),
+        kms_addr: s.kms_addr.clone(),
+    }
+}
+
+/// The membership of a new cluster, identical on every node: derived from --initial-cluster only.
+fn initial_members(s: &NodeSettings) -> Result<BTreeMap<u64, NodeInfo>, ClusterError> {
+    if !s.initial_cluster.contains_key(&s.node_id) {
+        return Err(ClusterError::Config(format!(
+            "--initial-cluster does not list this node's id {}",
+            s.node_id
+        )));
+    }
+    Ok(s
+        .initial_cluster
+        .iter()
+        .map(|(id, addr)| {
+            (
+                *id,
+                NodeInfo {
+                    name: format!("kmsd-{id}"),
+                    grpc_addr: addr.clone(),
+                    kms_addr: String::new(),
+                },
+            )
+        })
+        .collect())
+}
+
+/// Propose a generated identity until the cluster has one. `InitIdentity` applies only to a
+/// state without identity, so nodes racing here agree on the first one committed.
+async fn ensure_identity(
+    writer: Writer,
+    sm: kms_store::StateMachineStore,
+    ndr64: bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        if sm.read(|s| s.identity().is_some()) {
+            return;
+        }
+        let now = FileTime::from_system_time(SystemTime::now());
+        let identity = {
+            let mut rng = rand::rng();
+            HostIdentity::generate(&mut |buf: &mut [u8]| rng.fill_bytes(buf), now, ndr64)
+        };
+        match writer.write(Command::InitIdentity(identity)).await {
+            Ok(_) => info!("cluster host identity (ePIDs, HwId) is set"),
+            Err(e) => tracing::debug!(error = %e, "identity proposal waits for a leader"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn wait_identity(store: &Store, limit: Duration) -> Result<(), ClusterError> {
+    let sm = store.state_machine();
+    let start = std::time::Instant::now();
+    while sm.read(|s| s.identity().is_none()) {
+        if start.elapsed() > limit {
+            return Err(ClusterError::Timeout("the host identity was not committed".into()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// This node's directory entry.
+fn own_record(s: &NodeSettings) -> kms_core::NodeRecord {
+    let (host, kms_port) = cluster_view::split_host_port(&s.kms_addr);
+    kms_core::NodeRecord {
+        id: s.node_id,
+        name: s.name.clone(),
+        host,
+        kms_port,
+        grpc_addr: s.grpc_addr.clone(),
+        dns_priority: s.dns_priority,
+        dns_weight: s.dns_weight,
+    }
+}
+
+/// Keep this node's directory entry current (written through the leader when it differs).
+async fn ensure_registered(
+    writer: Writer,
+    sm: kms_store::StateMachineStore,
+    record: kms_core::NodeRecord,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let current = sm.read(|s| s.nodes().get(&record.id).cloned());
+        if current.as_ref() != Some(&record) {
+            match writer.write(Command::RegisterNode(record.clone())).await {
+                Ok(_) => info!(name = %record.name, "node registered in the cluster directory"),
+                Err(e) => tracing::debug!(error = %e, "node registration waits for a leader"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
         }
     }
 }

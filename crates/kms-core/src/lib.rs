@@ -11,6 +11,7 @@
 //! * [`state`] — the replicated state machine: [`State::apply`]`(&`[`Command`]`) -> `[`Outcome`],
 //!   client inventory, counts, seat limits.
 //! * [`time`] — small date arithmetic on FILETIMEs.
+//! * [`view`] — [`ClusterView`]: members, addresses and health as DNS and status pages see them.
 //!
 //! What this crate must never do: touch the network or disk at run time, read a clock, draw from
 //! a global random number generator, spawn threads or tasks, use `unsafe`, or panic on untrusted
@@ -24,6 +25,7 @@ pub mod policy;
 pub mod pool;
 pub mod state;
 pub mod time;
+pub mod view;
 
 pub use catalog::{Application, Csvlk, HostBuild, Product, Sku};
 pub use config::{ConfigError, CountReport, ReplicatedConfig, SeatLimits, ServedGroups};
@@ -33,8 +35,9 @@ pub use policy::{ActivationInput, Refusal, RefusalReason, decide};
 pub use pool::{PerPool, Pool};
 pub use state::{
     ClientFilter, ClientRecord, Command, Outcome, PoolCount, RecordOutcome, RecordRefusal,
-    RecordRequest, RequestId, State,
+    NodeRecord, RecordRequest, RequestId, State,
 };
+pub use view::{ClusterView, MemberView};
 
 /// A client machine id (CMID): random per Windows/Office installation.
 pub type ClientMachineId = Guid;

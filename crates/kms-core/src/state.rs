@@ -261,6 +261,13 @@ pub enum Command {
     /// Set the host identity only if none is set yet, so nodes racing to initialise agree on
     /// the first one committed.
     InitIdentity(HostIdentity),
+    /// Add or replace a node's directory entry.
+    RegisterNode(NodeRecord),
+    /// Remove a node's directory entry (after it left the cluster).
+    RemoveNode {
+        /// Node id.
+        id: u64,
+    },
 }
 
 /// The result of applying a [`Command`].
@@ -288,6 +295,8 @@ pub enum Outcome {
     IdentityAlreadySet,
     /// The identity was invalid; nothing changed.
     IdentityRejected(IdentityError),
+    /// A node directory entry was added, replaced or removed.
+    NodesChanged,
 }
 
 /// The replicated state (see the module doc).
@@ -296,6 +305,29 @@ pub struct State {
     pools: PerPool<BTreeMap<ClientMachineId, ClientRecord>>,
     config: ReplicatedConfig,
     identity: Option<HostIdentity>,
+    /// The node directory: how each node is reached and published in DNS.
+    #[serde(default)]
+    nodes: BTreeMap<u64, NodeRecord>,
+}
+
+/// How one node is reached and published (registered by the node itself, so every node can
+/// render DNS records and status pages for all of them).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    /// Node id.
+    pub id: u64,
+    /// Node name (a DNS label).
+    pub name: String,
+    /// Advertised host (IP literal or DNS name), without port.
+    pub host: String,
+    /// Advertised KMS port.
+    pub kms_port: u16,
+    /// Advertised gRPC address (host:port).
+    pub grpc_addr: String,
+    /// SRV priority (lower is preferred).
+    pub dns_priority: u16,
+    /// SRV weight among equal priorities.
+    pub dns_weight: u16,
 }
 
 /// Live-client tally of one pool at one cutoff, updated incrementally while a batch applies.
@@ -497,6 +529,18 @@ impl State {
                 }
                 Err(e) => Outcome::IdentityRejected(e),
             },
+            Command::RegisterNode(n) => {
+                let mut n = n.clone();
+                n.name = bounded(&n.name);
+                n.host = bounded(&n.host);
+                n.grpc_addr = bounded(&n.grpc_addr);
+                self.nodes.insert(n.id, n);
+                Outcome::NodesChanged
+            }
+            Command::RemoveNode { id } => {
+                self.nodes.remove(id);
+                Outcome::NodesChanged
+            }
             Command::InitIdentity(id) => {
                 if self.identity.is_some() {
                     return Outcome::IdentityAlreadySet;
@@ -589,6 +633,11 @@ impl State {
     /// The ePID to answer product group `id` with (see [`HostIdentity::epid_for`]).
     pub fn identity_for(&self, id: KmsCountedId) -> Option<&Epid> {
         self.identity.as_ref().and_then(|i| i.epid_for(id))
+    }
+
+    /// The node directory.
+    pub fn nodes(&self) -> &BTreeMap<u64, NodeRecord> {
+        &self.nodes
     }
 
     /// The count of `pool` at time `now` (see the module doc).

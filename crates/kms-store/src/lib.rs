@@ -46,6 +46,7 @@ pub use journal::Journal;
 pub use log_store::LogStore;
 pub use state_machine::StateMachineStore;
 pub use state_machine::StateSnapshotBuilder;
+pub use store::RestoreReport;
 pub use store::Store;
 pub use types::NodeInfo;
 pub use types::RaftCommand;

@@ -93,6 +93,22 @@ impl Machine {
     }
 }
 
+/// What [`Store::open`] did to restore the state machine (for the startup log and docs).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RestoreReport {
+    /// Log position of the checkpoint that was loaded, if any.
+    pub checkpoint: Option<LogId>,
+    /// Size of the encoded checkpoint (the current snapshot's data), in bytes.
+    pub checkpoint_bytes: u64,
+    /// Time to read and decode the checkpoint.
+    pub checkpoint_load: std::time::Duration,
+    /// Number of committed log entries replayed on top of the checkpoint.
+    pub replayed_entries: u64,
+    /// Time to replay them.
+    pub replay: std::time::Duration,
+}
+
 /// Journal sequence bookkeeping shared by every [`Journal`] handle.
 #[derive(Debug)]
 pub(crate) struct JournalSeq {
@@ -113,6 +129,7 @@ pub(crate) struct Shared {
     pub snapshot_write: Mutex<()>,
     pub journal_seq: Mutex<JournalSeq>,
     pub path: PathBuf,
+    pub restore: RestoreReport,
 }
 
 impl Shared {
@@ -301,7 +318,7 @@ impl Store {
         let snapshot = db.open_tree("snapshot")?;
         let journal = db.open_tree("journal")?;
 
-        let shared = Shared {
+        let mut shared = Shared {
             db,
             meta,
             log,
@@ -312,8 +329,18 @@ impl Store {
             snapshot_write: Mutex::new(()),
             journal_seq: Mutex::new(JournalSeq { next: 1, len: 0 }),
             path,
+            restore: RestoreReport::default(),
         };
-        let machine = restore_machine(&shared)?;
+        let (machine, report) = restore_machine(&shared)?;
+        tracing::info!(
+            checkpoint = ?report.checkpoint,
+            checkpoint_bytes = report.checkpoint_bytes,
+            checkpoint_load_ms = report.checkpoint_load.as_millis() as u64,
+            replayed_entries = report.replayed_entries,
+            replay_ms = report.replay.as_millis() as u64,
+            "restored state machine"
+        );
+        shared.restore = report;
         *shared.machine_write() = machine;
         *shared.journal_seq() = crate::journal::load_seq(&shared)?;
 
@@ -340,6 +367,11 @@ impl Store {
         T: Serialize + serde::de::DeserializeOwned,
     {
         Journal::new(self.shared.clone())
+    }
+
+    /// What opening did to restore the state machine.
+    pub fn restore_report(&self) -> &RestoreReport {
+        &self.shared.restore
     }
 
     /// The data directory.
@@ -412,7 +444,9 @@ fn check_header(db: &sled::Db, meta: &Tree) -> Result<(), StoreError> {
 
 /// Restore the in-memory state machine: decode the checkpoint, then replay the log up to the
 /// saved committed index.
-fn restore_machine(shared: &Shared) -> Result<Machine, StoreError> {
+fn restore_machine(shared: &Shared) -> Result<(Machine, RestoreReport), StoreError> {
+    let mut report = RestoreReport::default();
+    let started = std::time::Instant::now();
     let applied: Option<Applied> = match shared.sm.get(sm_key::APPLIED)? {
         None => None,
         Some(v) => Some(codec::decode("applied state", &v)?),
@@ -429,6 +463,8 @@ fn restore_machine(shared: &Shared) -> Result<Machine, StoreError> {
             }
             let data = shared.snapshot_data(&manifest)?;
             let state: kms_core::State = codec::decode("snapshot data", &data)?;
+            report.checkpoint = applied.last_applied;
+            report.checkpoint_bytes = manifest.len;
             Machine {
                 state,
                 last_applied: applied.last_applied,
@@ -448,13 +484,14 @@ fn restore_machine(shared: &Shared) -> Result<Machine, StoreError> {
             ));
         }
     };
+    report.checkpoint_load = started.elapsed();
 
+    let started = std::time::Instant::now();
     let committed: Option<LogId> = shared.get_meta(meta_key::COMMITTED, "committed log id")?;
     if let Some(committed) = committed
         && Some(&committed) > machine.last_applied.as_ref()
     {
         let from = machine.last_applied.next_index();
-        let started = std::time::Instant::now();
         for index in from..=committed.index {
             let entry = shared
                 .log_entry(index)?
@@ -466,13 +503,9 @@ fn restore_machine(shared: &Shared) -> Result<Machine, StoreError> {
                 ));
             }
             machine.apply(&entry);
+            report.replayed_entries += 1;
         }
-        tracing::info!(
-            from,
-            to = committed.index,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "replayed committed log into the state machine"
-        );
     }
-    Ok(machine)
+    report.replay = started.elapsed();
+    Ok((machine, report))
 }

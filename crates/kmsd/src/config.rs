@@ -114,6 +114,28 @@ pub struct Layer {
     #[arg(long = "allow-client", env = "KMSD_ALLOW_CLIENT", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_client: Option<Vec<IpNet>>,
+    /// Voters of a NEW cluster, the same on every node: `1=host1:1689,2=host2:1689,3=host3:1689`.
+    /// Ignored once the node has data.
+    #[arg(long, env = "KMSD_INITIAL_CLUSTER")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initial_cluster: Option<String>,
+    /// gRPC address of a cluster member to join (a node added later, after `kmsctl member add`).
+    #[arg(long, env = "KMSD_JOIN")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub join: Option<String>,
+    /// Host name or address peers, DNS records and clients use for this node. Default: the
+    /// gRPC listen host (127.0.0.1 when it listens on every address).
+    #[arg(long, env = "KMSD_ADVERTISE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+    /// Allow a multi-node cluster without TLS (peer and admin traffic in clear text).
+    #[arg(long, env = "KMSD_INSECURE", num_args = 0..=1, default_missing_value = "true")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
+    /// Milliseconds a write waits for a leader before answering in degraded mode. Default 2000.
+    #[arg(long, env = "KMSD_COMMIT_TIMEOUT_MS")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_timeout_ms: Option<u64>,
     /// Seconds a shutdown waits for in-flight activations. Default 10.
     #[arg(long, env = "KMSD_DRAIN_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -143,6 +165,11 @@ impl Layer {
             max_pdu_size: self.max_pdu_size.or(lower.max_pdu_size),
             allow_client: self.allow_client.or(lower.allow_client),
             drain_timeout_secs: self.drain_timeout_secs.or(lower.drain_timeout_secs),
+            initial_cluster: self.initial_cluster.or(lower.initial_cluster),
+            join: self.join.or(lower.join),
+            advertise: self.advertise.or(lower.advertise),
+            insecure: self.insecure.or(lower.insecure),
+            commit_timeout_ms: self.commit_timeout_ms.or(lower.commit_timeout_ms),
         }
     }
 
@@ -166,6 +193,11 @@ impl Layer {
             max_pdu_size: Some(4096),
             allow_client: Some(Vec::new()),
             drain_timeout_secs: Some(10),
+            initial_cluster: None,
+            join: None,
+            advertise: None,
+            insecure: Some(false),
+            commit_timeout_ms: Some(2000),
         }
     }
 }
@@ -222,8 +254,48 @@ pub struct Settings {
     pub log_level: String,
     /// KMS listener limits and switches.
     pub host: kms_host::HostSettings,
+    /// `--initial-cluster`, parsed.
+    pub initial_cluster: std::collections::BTreeMap<u64, String>,
+    /// `--join`.
+    pub join: Option<String>,
+    /// The host this node advertises.
+    pub advertise: String,
+    /// Multi-node without TLS allowed.
+    pub insecure: bool,
+    /// Commit timeout before degraded mode.
+    pub commit_timeout: Duration,
     /// The effective operator layer (for `--print-config`).
     pub effective: Layer,
+}
+
+/// Parse `1=host:port,2=host:port,…`.
+pub fn parse_initial_cluster(
+    text: &str,
+) -> Result<std::collections::BTreeMap<u64, String>, ConfigError> {
+    let bad = |message: String| ConfigError::Invalid {
+        key: "initial-cluster",
+        message,
+    };
+    let mut out = std::collections::BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('=')
+            .ok_or_else(|| bad(format!("'{part}' is not ID=HOST:PORT")))?;
+        let id: u64 = id
+            .trim()
+            .parse()
+            .ok()
+            .filter(|i| *i > 0)
+            .ok_or_else(|| bad(format!("'{id}' is not a positive node id")))?;
+        let addr = addr.trim();
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(bad(format!("'{addr}' is not HOST:PORT")));
+        }
+        if out.insert(id, addr.to_string()).is_some() {
+            return Err(bad(format!("node id {id} is listed twice")));
+        }
+    }
+    Ok(out)
 }
 
 /// Parse a TOML layer, rejecting unknown keys.
@@ -312,12 +384,40 @@ impl Settings {
             allow_clients: l.allow_client.clone().unwrap_or_default(),
             drain_timeout: Duration::from_secs(l.drain_timeout_secs.unwrap_or(10)),
         };
+        let initial_cluster = match &l.initial_cluster {
+            Some(t) => parse_initial_cluster(t)?,
+            None => Default::default(),
+        };
+        if !initial_cluster.is_empty() && !initial_cluster.contains_key(&node_id) {
+            return Err(ConfigError::Invalid {
+                key: "initial-cluster",
+                message: format!("does not list this node's id {node_id}"),
+            });
+        }
+        let grpc_listen = l.grpc_listen.or(d.grpc_listen).expect("default");
+        let advertise = match &l.advertise {
+            Some(a) if !a.trim().is_empty() => a.trim().to_string(),
+            _ if grpc_listen.ip().is_unspecified() => "127.0.0.1".to_string(),
+            _ => grpc_listen.ip().to_string(),
+        };
+        let commit_timeout_ms = l.commit_timeout_ms.unwrap_or(2000);
+        if !(100..=60_000).contains(&commit_timeout_ms) {
+            return Err(ConfigError::Invalid {
+                key: "commit-timeout-ms",
+                message: "must be 100…60000".into(),
+            });
+        }
         Ok(Settings {
+            initial_cluster,
+            join: l.join.clone(),
+            advertise,
+            insecure: l.insecure.unwrap_or(false),
+            commit_timeout: Duration::from_millis(commit_timeout_ms),
             data_dir: l.data_dir.clone().unwrap_or_else(|| "./kmsd-data".into()),
             node_id,
             name,
             kms_listen,
-            grpc_listen: l.grpc_listen.or(d.grpc_listen).expect("default"),
+            grpc_listen,
             http_listen: l.http_listen.or(d.http_listen).expect("default"),
             dns_listen: l.dns_listen.or(d.dns_listen).expect("default"),
             log_format: l.log_format.unwrap_or_default(),
@@ -369,6 +469,22 @@ mod tests {
         let s = Settings::from_layer(Layer::defaults()).unwrap();
         let again = parse_toml("p.toml".as_ref(), &s.to_toml()).unwrap();
         assert_eq!(again, s.effective);
+    }
+
+    #[test]
+    fn initial_cluster_parses_and_validates() {
+        let m = parse_initial_cluster("1=a:1689, 2=b:1689,3=[::1]:1689").unwrap();
+        assert_eq!(m.len(), 3);
+        assert_eq!(m[&3], "[::1]:1689");
+        assert!(parse_initial_cluster("1=a").is_err());
+        assert!(parse_initial_cluster("0=a:1").is_err());
+        assert!(parse_initial_cluster("1=a:1,1=b:2").is_err());
+        let bad = Layer {
+            node_id: Some(4),
+            initial_cluster: Some("1=a:1,2=b:2".into()),
+            ..Layer::defaults()
+        };
+        assert!(Settings::from_layer(bad).is_err());
     }
 
     #[test]

@@ -41,6 +41,15 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// `host` as it goes in front of `:port` (IPv6 literals in brackets).
+fn advertised_host(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -73,6 +82,8 @@ pub struct BoundAddrs {
     pub kms: Vec<SocketAddr>,
     /// HTTP listener.
     pub http: SocketAddr,
+    /// gRPC listener.
+    pub grpc: SocketAddr,
 }
 
 /// Run a node until `shutdown` resolves.
@@ -107,17 +118,31 @@ pub async fn run_with(
         .with_context(|| format!("binding HTTP listener {}", settings.http_listen))?;
     let http_addr = http_listener.local_addr()?;
 
-    let kms_advertise = kms_addrs
-        .first()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    let multi_node = !settings.initial_cluster.is_empty() || settings.join.is_some();
+    if multi_node && !settings.insecure {
+        anyhow::bail!(
+            "a multi-node cluster (--initial-cluster/--join) must use TLS for peer and admin \
+             traffic; give the TLS files or run with --insecure to accept clear text"
+        );
+    }
+    if multi_node {
+        warn!("--insecure: peer and admin gRPC traffic is NOT encrypted or authenticated");
+    }
+    let grpc_listener = bind_tcp(settings.grpc_listen)
+        .with_context(|| format!("binding gRPC listener {}", settings.grpc_listen))?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let host = advertised_host(&settings.advertise);
+    let kms_port = kms_addrs.first().map(|a| a.port()).unwrap_or(1688);
     let node = kms_cluster::Node::start(kms_cluster::NodeSettings {
         node_id: settings.node_id,
         name: settings.name.clone(),
         data_dir: settings.data_dir.clone(),
-        grpc_addr: settings.grpc_listen.to_string(),
-        kms_addr: kms_advertise,
+        grpc_addr: format!("{host}:{}", grpc_addr.port()),
+        kms_addr: format!("{host}:{kms_port}"),
         ndr64: settings.host.ndr64,
+        initial_cluster: settings.initial_cluster.clone(),
+        join: settings.join.clone(),
+        commit_timeout: settings.commit_timeout,
         ..kms_cluster::NodeSettings::default()
     })
     .await
@@ -146,13 +171,14 @@ pub async fn run_with(
     on_bound(BoundAddrs {
         kms: kms_addrs.clone(),
         http: http_addr,
+        grpc: grpc_addr,
     });
     let kms_list = kms_addrs
         .iter()
         .map(|a| a.to_string())
         .collect::<Vec<_>>()
         .join(",");
-    info!(kms = %kms_list, http = %http_addr, "kmsd serving");
+    info!(kms = %kms_list, http = %http_addr, grpc = %grpc_addr, "kmsd serving");
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
 
     let kms_result = kms_host::serve(

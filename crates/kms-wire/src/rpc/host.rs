@@ -5,7 +5,7 @@
 //! The state machine is fed whole PDUs (see [`crate::rpc::frame_len`]) and answers with a
 //! [`HostAction`]. It does no I/O and keeps only the presentation-context bindings.
 //!
-//! Choices where PROTOCOL.md leaves room (all [REC] there unless said):
+//! Choices where PROTOCOL.md leaves room (all marked \[REC\] there unless said):
 //! * A header that breaks the §3.1 host rules, a frame above `max_pdu`, a PTYPE other than
 //!   REQUEST/BIND/ALTER_CONTEXT, an unparsable BIND/ALTER_CONTEXT or REQUEST header, any PDU
 //!   but BIND before the BIND, and a second BIND all close the connection.
