@@ -84,6 +84,7 @@ impl ActivationInput {
             required_count: self.required_client_count,
             protocol_version: self.version,
             source: source.to_string(),
+            seen_at: None,
         }
     }
 

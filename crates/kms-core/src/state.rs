@@ -33,7 +33,8 @@
 //! 5. The outcome carries the pool count *after* this request, so a client sees itself.
 //!
 //! Callers should put requests of one point in time into one `Record` (the batcher's 2 ms
-//! window); a journal replay should propose each journal entry with its original `at`.
+//! window); a journal replay sets each request's `seen_at` to its original time, so replays can
+//! be batched without moving `first_seen`/`last_seen`.
 //!
 //! ## Counting ([`State::pool_count`])
 //!
@@ -51,7 +52,7 @@
 //! [`State::prune_command`] (`now − retention`) hourly. Workstation names and source
 //! addresses are truncated to [`MAX_TEXT_CHARS`] characters.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Bound;
 
 use kms_wire::{Epid, FileTime, Hresult};
@@ -111,6 +112,10 @@ pub struct RecordRequest {
     pub protocol_version: u16,
     /// Peer address the request came from, as text.
     pub source: String,
+    /// When the request was answered, if earlier than the command's `at` (journal replays keep
+    /// their original time this way, however they are batched). `None`: the command's `at`.
+    #[serde(default)]
+    pub seen_at: Option<FileTime>,
 }
 
 impl RecordRequest {
@@ -134,6 +139,7 @@ impl RecordRequest {
             },
             protocol_version: 6,
             source: String::new(),
+            seen_at: None,
         }
     }
 }
@@ -301,6 +307,7 @@ pub enum Outcome {
 
 /// The replicated state (see the module doc).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "StateRepr")]
 pub struct State {
     pools: PerPool<BTreeMap<ClientMachineId, ClientRecord>>,
     config: ReplicatedConfig,
@@ -308,6 +315,57 @@ pub struct State {
     /// The node directory: how each node is reached and published in DNS.
     #[serde(default)]
     nodes: BTreeMap<u64, NodeRecord>,
+    /// Indexes derived from `pools` (never serialized; rebuilt on load).
+    #[serde(skip)]
+    derived: Derived,
+}
+
+/// The serialized form of [`State`]; deserializing rebuilds the derived indexes.
+#[derive(Deserialize)]
+struct StateRepr {
+    pools: PerPool<BTreeMap<ClientMachineId, ClientRecord>>,
+    config: ReplicatedConfig,
+    identity: Option<HostIdentity>,
+    #[serde(default)]
+    nodes: BTreeMap<u64, NodeRecord>,
+}
+
+impl From<StateRepr> for State {
+    fn from(r: StateRepr) -> State {
+        let mut s = State {
+            pools: r.pools,
+            config: r.config,
+            identity: r.identity,
+            nodes: r.nodes,
+            derived: Derived::default(),
+        };
+        s.rebuild_derived();
+        s
+    }
+}
+
+/// Derived, non-replicated indexes that make counting `O(changes)` instead of `O(clients)`:
+/// per pool, every record ordered by `last_seen`, and a tally of the live records at the cutoff
+/// of the last applied batch. A count at another cutoff adjusts a copy of the tally by the
+/// records whose `last_seen` lies between the two cutoffs (normally a handful).
+#[derive(Clone, Default)]
+struct Derived {
+    index: PerPool<BTreeSet<(FileTime, ClientMachineId)>>,
+    tallies: PerPool<Option<Tally>>,
+}
+
+impl PartialEq for Derived {
+    fn eq(&self, _: &Derived) -> bool {
+        true // derived from the compared fields
+    }
+}
+
+impl Eq for Derived {}
+
+impl std::fmt::Debug for Derived {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Derived { .. }")
+    }
 }
 
 /// How one node is reached and published (registered by the node itself, so every node can
@@ -331,7 +389,7 @@ pub struct NodeRecord {
 }
 
 /// Live-client tally of one pool at one cutoff, updated incrementally while a batch applies.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Tally {
     cutoff: FileTime,
     live: u64,
@@ -377,6 +435,40 @@ impl Tally {
             self.duplicates = self.duplicates.saturating_sub(u64::from(r.duplicate));
             decrement(&mut self.required, r.required_count);
             decrement(&mut self.groups, r.kms_counted_id);
+        }
+    }
+
+    /// Move the cutoff to `cutoff`, adjusting for the records whose `last_seen` lies between
+    /// the old and the new cutoff (found through `index`).
+    fn move_cutoff(
+        &mut self,
+        cutoff: FileTime,
+        records: &BTreeMap<ClientMachineId, ClientRecord>,
+        index: &BTreeSet<(FileTime, ClientMachineId)>,
+    ) {
+        let old = self.cutoff;
+        if cutoff == old {
+            return;
+        }
+        let (lo, hi) = if cutoff > old { (old, cutoff) } else { (cutoff, old) };
+        // Records with lo ≤ last_seen < hi.
+        let between = index.range((lo, ClientMachineId::NIL)..(hi, ClientMachineId::NIL));
+        if cutoff > old {
+            // Records in [old, new) were live and expire.
+            for (_, cmid) in between {
+                if let Some(r) = records.get(cmid) {
+                    self.remove(r);
+                }
+            }
+            self.cutoff = cutoff;
+        } else {
+            // Records in [new, old) come back into the window.
+            self.cutoff = cutoff;
+            for (_, cmid) in between {
+                if let Some(r) = records.get(cmid) {
+                    self.add(r);
+                }
+            }
         }
     }
 
@@ -506,14 +598,30 @@ impl State {
                 let mut removed = 0u64;
                 for pool in Pool::ALL {
                     let map = self.pools.get_mut(pool);
-                    let len = map.len();
-                    map.retain(|_, r| r.last_seen >= *before);
-                    removed += (len - map.len()) as u64;
+                    let index = self.derived.index.get_mut(pool);
+                    let tally = self.derived.tallies.get_mut(pool);
+                    // The index is ordered by last_seen: the pruned records are its prefix.
+                    let keep = index.split_off(&(*before, ClientMachineId::NIL));
+                    for (_, cmid) in std::mem::replace(index, keep) {
+                        if let Some(r) = map.remove(&cmid) {
+                            if let Some(t) = tally.as_mut() {
+                                t.remove(&r);
+                            }
+                            removed += 1;
+                        }
+                    }
                 }
                 Outcome::Pruned { removed }
             }
             Command::Forget { pool, cmid } => {
-                Outcome::Forgotten(self.pools.get_mut(*pool).remove(cmid).map(Box::new))
+                let removed = self.pools.get_mut(*pool).remove(cmid);
+                if let Some(r) = &removed {
+                    self.derived.index.get_mut(*pool).remove(&(r.last_seen, *cmid));
+                    if let Some(t) = self.derived.tallies.get_mut(*pool).as_mut() {
+                        t.remove(r);
+                    }
+                }
+                Outcome::Forgotten(removed.map(Box::new))
             }
             Command::SetConfig(c) => match c.validate() {
                 Ok(()) => {
@@ -564,14 +672,17 @@ impl State {
     ) -> Vec<RecordOutcome> {
         let cutoff = sub_secs(at, self.config.count_window_secs);
         let mode = self.config.count_report;
-        let mut tallies: PerPool<Option<Tally>> = PerPool::default();
         let mut out = Vec::with_capacity(requests.len());
         for req in requests {
             let pool = req.pool;
             let map = self.pools.get_mut(pool);
-            let tally = tallies
+            let index = self.derived.index.get_mut(pool);
+            let tally = self
+                .derived
+                .tallies
                 .get_mut(pool)
                 .get_or_insert_with(|| Tally::build(map.values(), cutoff));
+            tally.move_cutoff(cutoff, map, index);
             let existing = map.get(&req.client_machine_id);
             let live_in_pool = existing.is_some_and(|r| tally.is_live(r));
 
@@ -601,15 +712,23 @@ impl State {
                 continue;
             }
 
+            // A replayed request keeps the time it was answered at.
+            let seen = req.seen_at.unwrap_or(at);
             let record = match map.get_mut(&req.client_machine_id) {
                 Some(r) => {
                     tally.remove(r);
-                    update_record(r, at, node, req);
+                    index.remove(&(r.last_seen, req.client_machine_id));
+                    update_record(r, seen, node, req);
+                    index.insert((r.last_seen, req.client_machine_id));
                     &*r
                 }
-                None => &*map
-                    .entry(req.client_machine_id)
-                    .or_insert_with(|| new_record(at, node, req)),
+                None => {
+                    let r = map
+                        .entry(req.client_machine_id)
+                        .or_insert_with(|| new_record(seen, node, req));
+                    index.insert((r.last_seen, req.client_machine_id));
+                    &*r
+                }
             };
             tally.add(record);
             out.push(RecordOutcome::Accepted {
@@ -643,7 +762,41 @@ impl State {
     /// The count of `pool` at time `now` (see the module doc).
     pub fn pool_count(&self, pool: Pool, now: FileTime) -> PoolCount {
         let cutoff = sub_secs(now, self.config.count_window_secs);
-        Tally::build(self.pools.get(pool).values(), cutoff).count(pool, self.config.count_report)
+        self.tally_at(pool, cutoff).count(pool, self.config.count_report)
+    }
+
+    /// The tally of `pool` at `cutoff`: the cached one adjusted by the records between the two
+    /// cutoffs, or a full scan when nothing is cached yet.
+    fn tally_at(&self, pool: Pool, cutoff: FileTime) -> Tally {
+        let records = self.pools.get(pool);
+        match self.derived.tallies.get(pool) {
+            Some(t) => {
+                let mut t = t.clone();
+                t.move_cutoff(cutoff, records, self.derived.index.get(pool));
+                t
+            }
+            None => Tally::build(records.values(), cutoff),
+        }
+    }
+
+    /// Rebuild the derived indexes from the records (after deserializing).
+    fn rebuild_derived(&mut self) {
+        for pool in Pool::ALL {
+            let index: BTreeSet<(FileTime, ClientMachineId)> = self
+                .pools
+                .get(pool)
+                .iter()
+                .map(|(cmid, r)| (r.last_seen, *cmid))
+                .collect();
+            // Start the tally at the newest record's cutoff; reads and batches move it.
+            let cutoff = index
+                .last()
+                .map(|(t, _)| sub_secs(*t, self.config.count_window_secs))
+                .unwrap_or_default();
+            let tally = Tally::build(self.pools.get(pool).values(), cutoff);
+            *self.derived.index.get_mut(pool) = index;
+            *self.derived.tallies.get_mut(pool) = Some(tally);
+        }
     }
 
     /// Whether a request from `cmid` at `now` must be written: the CMID is unknown in the pool,
@@ -762,7 +915,7 @@ impl State {
         let sat = |v: u64| u32::try_from(v).unwrap_or(u32::MAX);
         let mut tallies = Vec::new();
         for pool in Pool::ALL {
-            let t = Tally::build(self.pools.get(pool).values(), cutoff);
+            let t = self.tally_at(pool, cutoff);
             if let Some(limit) = limits.pool(pool) {
                 out.push(SeatUsage {
                     scope: SeatScope::Pool(pool),

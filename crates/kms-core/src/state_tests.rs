@@ -39,6 +39,7 @@ fn req(n: u32, pool: Pool, group: &str, required: u32) -> RecordRequest {
         required_count: required,
         protocol_version: 6,
         source: "192.0.2.1:49152".into(),
+        seen_at: None,
     }
 }
 
@@ -626,4 +627,83 @@ fn serde_round_trips() {
     assert_eq!(bincode::deserialize::<Outcome>(&b).unwrap(), out);
     let j = serde_json::to_string(&out).unwrap();
     assert_eq!(serde_json::from_str::<Outcome>(&j).unwrap(), out);
+}
+
+#[test]
+fn replayed_requests_keep_their_own_time() {
+    let mut s = State::default();
+    let early = FileTime::from_unix_secs(1_700_000_000);
+    let late = FileTime::from_unix_secs(1_700_003_600);
+    let mut r = win_client(1);
+    r.seen_at = Some(early);
+    s.apply(&Command::Record {
+        at: late,
+        node: 1,
+        records: vec![r],
+    });
+    let rec = s.client(Pool::Windows, &cmid(1)).unwrap();
+    assert_eq!(rec.first_seen, early);
+    assert_eq!(rec.last_seen, early);
+}
+
+mod incremental_tally {
+    //! The cached, incrementally moved tallies must always equal a full scan.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn full_scan(s: &State, pool: Pool, now: FileTime) -> PoolCount {
+        let cutoff = sub_secs(now, s.config.count_window_secs);
+        Tally::build(s.pools.get(pool).values(), cutoff).count(pool, s.config.count_report)
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Record { day: u64, cmid: u32, n: u32 },
+        Prune { day: u64 },
+        Forget { cmid: u32 },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (0u64..120, 0u32..40, prop_oneof![Just(5u32), Just(25u32)])
+                .prop_map(|(day, cmid, n)| Op::Record { day, cmid, n }),
+            1 => (0u64..120).prop_map(|day| Op::Prune { day }),
+            1 => (0u32..40).prop_map(|cmid| Op::Forget { cmid }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn cached_counts_equal_a_full_scan(ops in proptest::collection::vec(op(), 1..60),
+                                           probes in proptest::collection::vec(0u64..150, 1..6)) {
+            let mut s = State::default();
+            for op in ops {
+                match op {
+                    Op::Record { day, cmid: c, n } => {
+                        let mut r = win_client(c);
+                        r.required_count = n;
+                        s.apply(&Command::Record {
+                            at: add_secs(t0(), day * SECS_PER_DAY),
+                            node: 1,
+                            records: vec![r],
+                        });
+                    }
+                    Op::Prune { day } => {
+                        s.apply(&Command::Prune { before: add_secs(t0(), day * SECS_PER_DAY) });
+                    }
+                    Op::Forget { cmid: c } => {
+                        s.apply(&Command::Forget { pool: Pool::Windows, cmid: cmid(c) });
+                    }
+                }
+                let reloaded: State = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
+                for day in &probes {
+                    let now = add_secs(t0(), day * SECS_PER_DAY);
+                    let want = full_scan(&s, Pool::Windows, now);
+                    prop_assert_eq!(s.pool_count(Pool::Windows, now), want);
+                    prop_assert_eq!(reloaded.pool_count(Pool::Windows, now), want);
+                }
+            }
+        }
+    }
 }

@@ -63,6 +63,7 @@ fn record_strategy(cmids: u8) -> impl Strategy<Value = RecordRequest> {
                 required_count: n.unwrap_or(default_n),
                 protocol_version: 6,
                 source: "10.0.0.1:1".into(),
+                seen_at: None,
             }
         })
 }

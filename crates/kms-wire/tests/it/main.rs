@@ -9,3 +9,4 @@ mod rpc_host;
 mod kms_props;
 mod rpc_malformed;
 mod rpc_props;
+mod server_deterministic;
