@@ -5,6 +5,7 @@
 //! the original request id and `kms-core` ignores a request id it has already recorded.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -121,49 +122,64 @@ impl DegradedJournal {
     }
 }
 
-/// Replay the journal through the leader whenever it is non-empty and a write succeeds.
+/// Replay the journal through the leader whenever it is non-empty; leave degraded mode (clear
+/// `degraded`) as soon as a replay commits, i.e. a leader takes writes again.
 pub(crate) async fn replay_loop(
     journal: DegradedJournal,
     writer: Writer,
     node_id: u64,
+    degraded: Arc<AtomicBool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut iv = tokio::time::interval(Duration::from_millis(500));
+    let mut iv = tokio::time::interval(Duration::from_millis(200));
     loop {
         tokio::select! {
             _ = iv.tick() => {}
             _ = stop.changed() => return,
         }
         if journal.is_empty() {
+            if degraded.swap(false, Ordering::SeqCst) {
+                info!("leaving degraded mode");
+            }
             continue;
         }
-        let batch = journal.snapshot(256);
+        let batch = journal.snapshot(REPLAY_BATCH);
+        let Some(last) = batch.last().map(|(seq, _)| *seq) else {
+            continue;
+        };
         let n = batch.len();
-        let mut done_through = None;
-        for (seq, entry) in batch {
-            let cmd = Command::Record {
-                at: entry.at,
-                node: node_id,
-                records: vec![entry.record],
-            };
-            match writer.write(cmd).await {
-                Ok(Outcome::Recorded(_)) => done_through = Some(seq),
-                Ok(other) => {
-                    warn!(?other, "unexpected outcome replaying the journal");
-                    done_through = Some(seq);
+        let records = batch
+            .into_iter()
+            .map(|(_, e)| RecordRequest {
+                seen_at: Some(e.at),
+                ..e.record
+            })
+            .collect();
+        let cmd = Command::Record {
+            at: FileTime::from_system_time(std::time::SystemTime::now()),
+            node: node_id,
+            records,
+        };
+        match writer.write(cmd).await {
+            Ok(outcome) => {
+                if !matches!(outcome, Outcome::Recorded(_)) {
+                    warn!(?outcome, "unexpected outcome replaying the journal");
                 }
-                Err(e) => {
-                    tracing::debug!(error = %e, "journal replay waits for a leader");
-                    break;
+                if let Err(e) = journal.remove_through(last).await {
+                    warn!(error = %e, "cannot trim the degraded-mode journal");
+                    continue;
+                }
+                info!(replayed = n, left = journal.len(), "degraded-mode journal replayed");
+                // A leader takes writes again: new records go the normal way while what is
+                // left of the journal drains in the background.
+                if degraded.swap(false, Ordering::SeqCst) {
+                    info!("leaving degraded mode");
                 }
             }
-        }
-        if let Some(seq) = done_through {
-            if let Err(e) = journal.remove_through(seq).await {
-                warn!(error = %e, "cannot trim the degraded-mode journal");
-            } else if journal.is_empty() {
-                info!(replayed = n, "degraded-mode journal replayed; leaving degraded mode");
-            }
+            Err(e) => tracing::debug!(error = %e, "journal replay waits for a leader"),
         }
     }
 }
+
+/// Most journal entries replayed in one Raft entry.
+const REPLAY_BATCH: usize = 512;

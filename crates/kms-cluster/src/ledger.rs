@@ -143,8 +143,9 @@ impl Ledger for ClusterLedger {
             }
             Plan::Record(r, g) => (r, g),
         };
-        // While degraded with records still waiting, keep new records behind them.
-        if self.degraded.load(Ordering::SeqCst) && !self.journal.is_empty() {
+        // While degraded, answer at once from the journal instead of waiting `commit_timeout`
+        // for every client; the replay loop leaves degraded mode once a leader takes writes.
+        if self.degraded.load(Ordering::SeqCst) {
             return self.answer_degraded(record, grant, meta.received_at).await;
         }
         let pool = grant.pool;
@@ -167,6 +168,15 @@ impl Ledger for ClusterLedger {
         match rx.await {
             Ok(Ok(RecordOutcome::Accepted { count, .. })) => {
                 grant.current_count = count.reported;
+                if !self.journal.is_empty() {
+                    // Journaled clients still waiting for replay count too.
+                    let pool = record.pool;
+                    grant.current_count = self
+                        .sm
+                        .read(|s| self.journal.count_with_journal(s, pool, meta.received_at))
+                        .reported
+                        .max(count.reported);
+                }
                 Ok(grant)
             }
             Ok(Ok(RecordOutcome::Refused { hresult, reason })) => Err(Denial {

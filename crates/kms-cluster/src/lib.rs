@@ -12,9 +12,11 @@
 
 mod batcher;
 mod degraded;
+pub mod grpc;
 mod ledger;
 mod network;
 mod node;
+pub mod sim;
 mod view;
 mod writer;
 
@@ -22,5 +24,7 @@ pub use degraded::{DegradedJournal, JournalEntry};
 pub use ledger::ClusterLedger;
 pub use view::{NoProbe, Probe, ProbeFuture};
 pub use writer::{Forward, ForwardFuture, ForwardResult, NoForward, WriteError, Writer};
-pub use network::PeerNetwork;
+pub use network::{
+    ForwardError, ForwardedWrite, PeerClient, PeerError, PeerNetwork, PeerNetworkConfig, PeerProbe,
+};
 pub use node::{ClusterError, MemberStatus, Node, NodeSettings, NodeStatus, PoolStatus};

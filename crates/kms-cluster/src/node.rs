@@ -191,12 +191,19 @@ impl Node {
     }
 
     /// Like [`Node::start`] with an explicit Raft transport and leader forwarder.
-    pub async fn start_with(
+    pub async fn start_with<N>(
         settings: NodeSettings,
-        network: PeerNetwork,
+        network: N,
         forward: Arc<dyn Forward>,
         prober: Arc<dyn Probe>,
-    ) -> Result<Node, ClusterError> {
+    ) -> Result<Node, ClusterError>
+    where
+        N: kms_store::openraft::network::RaftNetworkFactory<kms_store::TypeConfig>,
+        N::Network: kms_store::openraft::network::NetSnapshot<
+                kms_store::TypeConfig,
+                SnapshotData = kms_store::types::SnapshotData,
+            >,
+    {
         let store_dir = settings.data_dir.join("store");
         let store = Store::open(&store_dir)?;
         let config = Config {
@@ -326,6 +333,7 @@ impl Node {
             journal,
             writer.clone(),
             node.settings.node_id,
+            degraded.clone(),
             stop_rx.clone(),
         ));
         let batcher = tokio::spawn(batcher::run(

@@ -42,6 +42,10 @@ pub struct Cli {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+    /// Bootstrap this (new, empty) node from a `kmsctl backup` file: clients, counts,
+    /// configuration and identity. Combine with --initial-cluster to restore a whole cluster.
+    #[arg(long, value_name = "FILE")]
+    pub restore: Option<PathBuf>,
     #[command(flatten)]
     pub layer: Layer,
 }
@@ -136,6 +140,42 @@ pub struct Layer {
     #[arg(long, env = "KMSD_COMMIT_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_timeout_ms: Option<u64>,
+    /// Cluster CA certificate (PEM) for peer and admin mTLS.
+    #[arg(long, env = "KMSD_TLS_CA", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// This node's certificate (PEM, from `kmsctl cert create-node`).
+    #[arg(long, env = "KMSD_TLS_CERT", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// This node's private key (PEM).
+    #[arg(long, env = "KMSD_TLS_KEY", value_name = "FILE")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// DNS zone served authoritatively (repeatable), e.g. `kms.corp.example`.
+    #[arg(long = "dns-zone", env = "KMSD_DNS_ZONE", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_zone: Option<Vec<String>>,
+    /// TTL of DNS answers in seconds. Default 60.
+    #[arg(long, env = "KMSD_DNS_TTL")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_ttl: Option<u32>,
+    /// This node's SRV priority (lower is preferred). Default 0.
+    #[arg(long, env = "KMSD_DNS_PRIORITY")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_priority: Option<u16>,
+    /// This node's SRV weight among equal priorities. Default 100.
+    #[arg(long, env = "KMSD_DNS_WEIGHT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_weight: Option<u16>,
+    /// Networks allowed to transfer the zone (AXFR), repeatable CIDRs. Default: none.
+    #[arg(long = "dns-axfr-allow", env = "KMSD_DNS_AXFR_ALLOW", value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_axfr_allow: Option<Vec<IpNet>>,
+    /// DNS responses per second allowed to one source address. Default 50.
+    #[arg(long, env = "KMSD_DNS_RATE_LIMIT")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_rate_limit: Option<u32>,
     /// Seconds a shutdown waits for in-flight activations. Default 10.
     #[arg(long, env = "KMSD_DRAIN_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -170,6 +210,15 @@ impl Layer {
             advertise: self.advertise.or(lower.advertise),
             insecure: self.insecure.or(lower.insecure),
             commit_timeout_ms: self.commit_timeout_ms.or(lower.commit_timeout_ms),
+            tls_ca: self.tls_ca.or(lower.tls_ca),
+            tls_cert: self.tls_cert.or(lower.tls_cert),
+            tls_key: self.tls_key.or(lower.tls_key),
+            dns_zone: self.dns_zone.or(lower.dns_zone),
+            dns_ttl: self.dns_ttl.or(lower.dns_ttl),
+            dns_priority: self.dns_priority.or(lower.dns_priority),
+            dns_weight: self.dns_weight.or(lower.dns_weight),
+            dns_axfr_allow: self.dns_axfr_allow.or(lower.dns_axfr_allow),
+            dns_rate_limit: self.dns_rate_limit.or(lower.dns_rate_limit),
         }
     }
 
@@ -198,6 +247,15 @@ impl Layer {
             advertise: None,
             insecure: Some(false),
             commit_timeout_ms: Some(2000),
+            tls_ca: None,
+            tls_cert: None,
+            tls_key: None,
+            dns_zone: Some(Vec::new()),
+            dns_ttl: Some(60),
+            dns_priority: Some(0),
+            dns_weight: Some(100),
+            dns_axfr_allow: Some(Vec::new()),
+            dns_rate_limit: Some(50),
         }
     }
 }
@@ -264,8 +322,29 @@ pub struct Settings {
     pub insecure: bool,
     /// Commit timeout before degraded mode.
     pub commit_timeout: Duration,
+    /// mTLS files for peer and admin gRPC, when all three are given.
+    pub tls: Option<kms_tls::TlsFiles>,
+    /// DNS settings.
+    pub dns: DnsSettings,
     /// The effective operator layer (for `--print-config`).
     pub effective: Layer,
+}
+
+/// DNS settings of this node.
+#[derive(Debug, Clone)]
+pub struct DnsSettings {
+    /// Zones served (empty: the DNS listener answers REFUSED to everything).
+    pub zones: Vec<String>,
+    /// Answer TTL.
+    pub ttl: u32,
+    /// This node's SRV priority.
+    pub priority: u16,
+    /// This node's SRV weight.
+    pub weight: u16,
+    /// AXFR allowlist.
+    pub axfr_allow: Vec<IpNet>,
+    /// Responses per second per source.
+    pub rate_limit: u32,
 }
 
 /// Parse `1=host:port,2=host:port,…`.
@@ -407,7 +486,59 @@ impl Settings {
                 message: "must be 100…60000".into(),
             });
         }
+        let tls = match (&l.tls_ca, &l.tls_cert, &l.tls_key) {
+            (None, None, None) => None,
+            (Some(ca), Some(cert), Some(key)) => Some(kms_tls::TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "tls-ca",
+                    message: "tls-ca, tls-cert and tls-key must be given together".into(),
+                });
+            }
+        };
+        let zones: Vec<String> = l
+            .dns_zone
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|z| z.trim().trim_end_matches('.').to_ascii_lowercase())
+            .filter(|z| !z.is_empty())
+            .collect();
+        for z in &zones {
+            let ok = z.len() <= 253
+                && z.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                });
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    key: "dns-zone",
+                    message: format!("'{z}' is not a DNS name"),
+                });
+            }
+        }
+        let dns = DnsSettings {
+            zones,
+            ttl: l.dns_ttl.unwrap_or(60).clamp(1, 86_400),
+            priority: l.dns_priority.unwrap_or(0),
+            weight: l.dns_weight.unwrap_or(100),
+            axfr_allow: l.dns_axfr_allow.clone().unwrap_or_default(),
+            rate_limit: l.dns_rate_limit.unwrap_or(50),
+        };
+        if dns.rate_limit == 0 {
+            return Err(ConfigError::Invalid {
+                key: "dns-rate-limit",
+                message: "must be positive".into(),
+            });
+        }
         Ok(Settings {
+            tls,
+            dns,
             initial_cluster,
             join: l.join.clone(),
             advertise,
