@@ -24,6 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // `bytes` fields as `prost::bytes::Bytes`: snapshot chunks are sliced out of one buffer and
+        // payloads are re-sent without copying.
+        .bytes(".")
         .compile_with_config(config, &protos, &includes)?;
     Ok(())
 }

@@ -19,8 +19,8 @@ use crate::batcher::{self, PendingRecord};
 use crate::degraded::{self, DegradedJournal};
 use crate::ledger::ClusterLedger;
 use crate::network::PeerNetwork;
-use crate::view::{self as cluster_view, Health, NoProbe, Probe};
-use crate::writer::{Forward, NoForward, Writer};
+use crate::view::{self as cluster_view, Health, Probe};
+use crate::writer::{Forward, Writer};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Settings of one node (per node, from its configuration file).
@@ -181,13 +181,12 @@ impl Node {
     /// Open the store, start Raft, bootstrap a one-member cluster if the store is new, and make
     /// sure the cluster has a host identity.
     pub async fn start(settings: NodeSettings) -> Result<Node, ClusterError> {
-        Self::start_with(
-            settings,
-            PeerNetwork::default(),
-            Arc::new(NoForward),
-            Arc::new(NoProbe),
-        )
-        .await
+        let net = PeerNetwork::new(
+            settings.node_id,
+            crate::network::PeerNetworkConfig::default(),
+            None,
+        );
+        Self::start_with(settings, net.clone(), Arc::new(net.clone()), Arc::new(net)).await
     }
 
     /// Like [`Node::start`] with an explicit Raft transport and leader forwarder.
@@ -213,6 +212,9 @@ impl Node {
             election_timeout_max: 1200,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
             max_in_snapshot_log_to_keep: 1_000,
+            // Entries carry up to 512 records each: keep AppendEntries messages well below the
+            // gRPC message limit.
+            max_payload_entries: 64,
             ..Config::default()
         }
         .validate()
@@ -320,13 +322,15 @@ impl Node {
             stop_rx.clone(),
         ));
         let viewer = tokio::spawn(cluster_view::run(
-            raft.clone(),
-            node.store.state_machine(),
-            prober,
-            node.settings.node_id,
-            node.settings.unhealthy_after,
-            view_tx,
-            health,
+            cluster_view::ViewTask {
+                raft: raft.clone(),
+                sm: node.store.state_machine(),
+                prober,
+                local_id: node.settings.node_id,
+                unhealthy_after: node.settings.unhealthy_after,
+                tx: view_tx,
+                health,
+            },
             stop_rx.clone(),
         ));
         let replayer = tokio::spawn(degraded::replay_loop(
@@ -453,6 +457,16 @@ impl Node {
     /// Writes commands through the leader (for the admin API).
     pub fn writer(&self) -> &Writer {
         &self.writer
+    }
+
+    /// This node's membership entry (name and addresses).
+    pub fn info(&self) -> NodeInfo {
+        own_info(&self.settings)
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.settings.node_id
     }
 
     /// The Raft handle (for the admin API and tests).

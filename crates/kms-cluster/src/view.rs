@@ -111,17 +111,28 @@ pub(crate) fn split_host_port(addr: &str) -> (String, u16) {
     }
 }
 
+/// What the view task works with.
+pub(crate) struct ViewTask {
+    pub raft: Raft,
+    pub sm: StateMachineStore,
+    pub prober: Arc<dyn Probe>,
+    pub local_id: u64,
+    pub unhealthy_after: Duration,
+    pub tx: watch::Sender<ClusterView>,
+    pub health: Health,
+}
+
 /// Probe every peer about once a second and publish the view when it changes.
-pub(crate) async fn run(
-    raft: Raft,
-    sm: StateMachineStore,
-    prober: Arc<dyn Probe>,
-    local_id: u64,
-    unhealthy_after: Duration,
-    tx: watch::Sender<ClusterView>,
-    health: Health,
-    mut stop: watch::Receiver<bool>,
-) {
+pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
+    let ViewTask {
+        raft,
+        sm,
+        prober,
+        local_id,
+        unhealthy_after,
+        tx,
+        health,
+    } = task;
     let mut iv = tokio::time::interval(Duration::from_millis(1000));
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut generation = 0u64;

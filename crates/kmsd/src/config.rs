@@ -86,7 +86,7 @@ pub struct Layer {
     #[arg(long, env = "KMSD_LOG_FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
-    /// Log filter (tracing EnvFilter syntax). Default "info".
+    /// Log filter (tracing EnvFilter syntax). Default "info,openraft=warn".
     #[arg(long, env = "KMSD_LOG_LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
@@ -233,7 +233,7 @@ impl Layer {
             http_listen: Some("[::]:1690".parse().expect("literal")),
             dns_listen: Some("[::]:1053".parse().expect("literal")),
             log_format: Some(LogFormat::Text),
-            log_level: Some("info".into()),
+            log_level: Some("info,openraft=warn".into()),
             ndr64: Some(true),
             btfn: Some(true),
             idle_timeout_secs: Some(30),
@@ -552,7 +552,7 @@ impl Settings {
             http_listen: l.http_listen.or(d.http_listen).expect("default"),
             dns_listen: l.dns_listen.or(d.dns_listen).expect("default"),
             log_format: l.log_format.unwrap_or_default(),
-            log_level: l.log_level.clone().unwrap_or_else(|| "info".into()),
+            log_level: l.log_level.clone().unwrap_or_else(|| "info,openraft=warn".into()),
             host,
             effective: l,
         })

@@ -5,7 +5,10 @@
 //! and signal handling. [`run`] starts a whole node on already-validated settings and returns
 //! when `shutdown` resolves and everything has drained, so tests can run nodes in-process.
 
+pub mod admin;
 pub mod config;
+mod grpc_auth;
+pub mod events;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -48,6 +51,48 @@ fn advertised_host(host: &str) -> String {
     } else {
         host.to_string()
     }
+}
+
+/// Bind a UDP socket; `[::]:port` is dual-stack.
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let domain = if addr.is_ipv6() {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    };
+    let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        let _ = socket.set_only_v6(false);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    tokio::net::UdpSocket::from_std(socket.into())
+}
+
+/// The DNS server configuration from node settings; `None` when no zone is configured.
+fn dns_config(s: &config::DnsSettings) -> anyhow::Result<Option<kms_dns::DnsConfig>> {
+    if s.zones.is_empty() {
+        return Ok(None);
+    }
+    let zones = s
+        .zones
+        .iter()
+        .map(|z| kms_dns::parse_zone(z))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cfg = kms_dns::DnsConfig {
+        zones,
+        ttl: std::time::Duration::from_secs(u64::from(s.ttl)),
+        axfr_allow: s.axfr_allow.clone(),
+        rate_limit: kms_dns::RateLimitConfig {
+            responses_per_second: s.rate_limit,
+            burst: s.rate_limit.saturating_mul(2),
+            ..kms_dns::RateLimitConfig::default()
+        },
+        ..kms_dns::DnsConfig::default()
+    };
+    cfg.validate()?;
+    Ok(Some(cfg))
 }
 
 /// Resolves on SIGTERM or SIGINT.
@@ -119,38 +164,90 @@ pub async fn run_with(
     let http_addr = http_listener.local_addr()?;
 
     let multi_node = !settings.initial_cluster.is_empty() || settings.join.is_some();
-    if multi_node && !settings.insecure {
-        anyhow::bail!(
-            "a multi-node cluster (--initial-cluster/--join) must use TLS for peer and admin \
-             traffic; give the TLS files or run with --insecure to accept clear text"
+    let tls = match &settings.tls {
+        Some(files) => {
+            let loaded = kms_tls::LoadedTls::load(files).context("loading TLS files")?;
+            if let Ok(Some(mode)) = files.key_too_open() {
+                warn!(
+                    key = %files.key.display(),
+                    mode = format_args!("{mode:o}"),
+                    "the TLS key file is readable by group or others"
+                );
+            }
+            info!(ca = %files.ca.display(), cert = %files.cert.display(), "peer and admin gRPC use mutual TLS");
+            Some(loaded)
+        }
+        None => None,
+    };
+    if multi_node && tls.is_none() {
+        if !settings.insecure {
+            anyhow::bail!(
+                "a multi-node cluster (--initial-cluster/--join) must use TLS for peer and admin \
+                 traffic: give --tls-ca, --tls-cert and --tls-key (see `kmsctl cert`), or run \
+                 with --insecure to accept clear text"
+            );
+        }
+        warn!(
+            "--insecure: peer and admin gRPC traffic is NOT encrypted or authenticated; anyone \
+             who reaches the gRPC port can change the cluster"
         );
-    }
-    if multi_node {
-        warn!("--insecure: peer and admin gRPC traffic is NOT encrypted or authenticated");
     }
     let grpc_listener = bind_tcp(settings.grpc_listen)
         .with_context(|| format!("binding gRPC listener {}", settings.grpc_listen))?;
     let grpc_addr = grpc_listener.local_addr()?;
     let host = advertised_host(&settings.advertise);
     let kms_port = kms_addrs.first().map(|a| a.port()).unwrap_or(1688);
-    let node = kms_cluster::Node::start(kms_cluster::NodeSettings {
-        node_id: settings.node_id,
-        name: settings.name.clone(),
-        data_dir: settings.data_dir.clone(),
-        grpc_addr: format!("{host}:{}", grpc_addr.port()),
-        kms_addr: format!("{host}:{kms_port}"),
-        ndr64: settings.host.ndr64,
-        initial_cluster: settings.initial_cluster.clone(),
-        join: settings.join.clone(),
-        commit_timeout: settings.commit_timeout,
-        ..kms_cluster::NodeSettings::default()
-    })
+    let client_tls = match &tls {
+        Some(t) => Some(t.client_config(None).context("TLS client configuration")?),
+        None => None,
+    };
+    let net = kms_cluster::PeerNetwork::new(
+        settings.node_id,
+        kms_cluster::PeerNetworkConfig::default(),
+        client_tls,
+    );
+    let node = kms_cluster::Node::start_with(
+        kms_cluster::NodeSettings {
+            node_id: settings.node_id,
+            name: settings.name.clone(),
+            data_dir: settings.data_dir.clone(),
+            grpc_addr: format!("{host}:{}", grpc_addr.port()),
+            kms_addr: format!("{host}:{kms_port}"),
+            ndr64: settings.host.ndr64,
+            initial_cluster: settings.initial_cluster.clone(),
+            join: settings.join.clone(),
+            commit_timeout: settings.commit_timeout,
+            dns_priority: settings.dns.priority,
+            dns_weight: settings.dns.weight,
+            ..kms_cluster::NodeSettings::default()
+        },
+        net.clone(),
+        Arc::new(net.clone()),
+        Arc::new(net.clone()),
+    )
     .await
     .context("starting the replicated store")?;
     let node = Arc::new(node);
 
     let metrics = Arc::new(metrics::Metrics::new(settings.node_id));
     let (stop_tx, stop_rx) = watch::channel(false);
+
+    // gRPC: Raft peers (and the admin API) on one port.
+    let server_tls = match &tls {
+        Some(t) => Some(t.server_config().context("TLS server configuration")?),
+        None => None,
+    };
+    let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info());
+    let router = kms_cluster::grpc::server(server_tls)?
+        .add_service(grpc_auth::peer_service(peer, tls.is_some()));
+    let grpc_task = tokio::spawn(kms_cluster::grpc::serve(
+        grpc_listener,
+        router,
+        wait_stop(stop_rx.clone()),
+    ));
+    if let Some(addr) = settings.join.clone() {
+        tokio::spawn(join_cluster(node.clone(), net.clone(), addr, stop_rx.clone()));
+    }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let http_task = tokio::spawn(http::serve(
@@ -167,6 +264,31 @@ pub async fn run_with(
         metrics.clone(),
         wait_stop(stop_rx.clone()),
     ));
+
+    // DNS: only when zones are configured (there is nothing to answer otherwise).
+    let dns_task = match dns_config(&settings.dns).context("DNS configuration")? {
+        Some(cfg) => {
+            let udp = bind_udp(settings.dns_listen)
+                .with_context(|| format!("binding DNS (UDP) {}", settings.dns_listen))?;
+            let tcp = bind_tcp(settings.dns_listen)
+                .with_context(|| format!("binding DNS (TCP) {}", settings.dns_listen))?;
+            info!(listen = %udp.local_addr()?, zones = ?settings.dns.zones, "DNS serving");
+            let views = node.view();
+            let observer: Arc<dyn kms_dns::DnsObserver> = metrics.clone();
+            Some(tokio::spawn(kms_dns::DnsServer::serve(
+                udp,
+                tcp,
+                views,
+                cfg,
+                observer,
+                wait_stop(stop_rx.clone()),
+            )))
+        }
+        None => {
+            info!("DNS disabled: no --dns-zone configured");
+            None
+        }
+    };
 
     on_bound(BoundAddrs {
         kms: kms_addrs.clone(),
@@ -195,9 +317,50 @@ pub async fn run_with(
         warn!(error = %e, "HTTP task failed");
     }
     let _ = metrics_task.await;
+    match grpc_task.await {
+        Ok(Err(e)) => warn!(error = %e, "gRPC server stopped with an error"),
+        Err(e) => warn!(error = %e, "gRPC task failed"),
+        Ok(Ok(())) => {}
+    }
+    if let Some(t) = dns_task {
+        match t.await {
+            Ok(Err(e)) => warn!(error = %e, "DNS server stopped with an error"),
+            Err(e) => warn!(error = %e, "DNS task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
     node.shutdown().await;
     info!("kmsd stopped");
     kms_result.context("KMS listener")
+}
+
+/// `--join`: ask the cluster (through `addr`, following leader hints) to add this node, retrying
+/// until it is a member. A node that already has data is a member and does nothing.
+async fn join_cluster(
+    node: Arc<kms_cluster::Node>,
+    net: kms_cluster::PeerNetwork,
+    addr: String,
+    mut stop: watch::Receiver<bool>,
+) {
+    if node.raft().is_initialized().await.unwrap_or(false) {
+        return;
+    }
+    let mut delay = std::time::Duration::from_millis(200);
+    loop {
+        info!(%addr, "asking the cluster to add this node (--join)");
+        match net.join(&addr, node.id(), node.info()).await {
+            Ok(_) => {
+                info!("joined the cluster");
+                return;
+            }
+            Err(e) => warn!(error = %e, "join failed; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.changed() => return,
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+    }
 }
 
 async fn wait_stop(mut rx: watch::Receiver<bool>) {

@@ -42,6 +42,14 @@ pub struct Metrics {
     pub raft_applied_index: IntGauge,
     /// kmsd_degraded_journal_entries
     pub degraded_journal_entries: IntGauge,
+    /// kmsd_dns_queries_total{qtype,rcode}
+    pub dns_queries: IntCounterVec,
+    /// kmsd_dns_dropped_total{reason}
+    pub dns_dropped: IntCounterVec,
+    /// kmsd_raft_replication_lag{peer}
+    pub raft_replication_lag: IntGaugeVec,
+    /// kmsd_raft_leader_changes_total
+    pub raft_leader_changes: prometheus::IntCounter,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -122,6 +130,31 @@ impl Metrics {
             "kmsd_degraded_journal_entries",
             "Activations recorded in the local journal while no leader was reachable.",
         );
+        let dns_queries = must(IntCounterVec::new(
+            Opts::new(
+                "kmsd_dns_queries_total",
+                "DNS queries answered, by query type and response code.",
+            ),
+            &["qtype", "rcode"],
+        ));
+        let dns_dropped = must(IntCounterVec::new(
+            Opts::new(
+                "kmsd_dns_dropped_total",
+                "DNS packets dropped or truncated without an answer, by reason.",
+            ),
+            &["reason"],
+        ));
+        let raft_replication_lag = must(IntGaugeVec::new(
+            Opts::new(
+                "kmsd_raft_replication_lag",
+                "Log entries a peer is behind the leader (exported by the leader only).",
+            ),
+            &["peer"],
+        ));
+        let raft_leader_changes = must(prometheus::IntCounter::new(
+            "kmsd_raft_leader_changes_total",
+            "Times this node saw the Raft leader change.",
+        ));
         let build_info = must(IntGaugeVec::new(
             Opts::new("kmsd_build_info", "Build information; the value is always 1."),
             &["version", "node_id"],
@@ -145,6 +178,10 @@ impl Metrics {
             Box::new(raft_commit_index.clone()),
             Box::new(raft_applied_index.clone()),
             Box::new(degraded_journal_entries.clone()),
+            Box::new(dns_queries.clone()),
+            Box::new(dns_dropped.clone()),
+            Box::new(raft_replication_lag.clone()),
+            Box::new(raft_leader_changes.clone()),
             Box::new(build_info),
         ] {
             must(registry.register(c));
@@ -171,6 +208,10 @@ impl Metrics {
             raft_commit_index,
             raft_applied_index,
             degraded_journal_entries,
+            dns_queries,
+            dns_dropped,
+            raft_replication_lag,
+            raft_leader_changes,
         }
     }
 
@@ -245,5 +286,14 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name}");
         }
+    }
+}
+
+impl kms_dns::DnsObserver for Metrics {
+    fn query(&self, qtype: &str, rcode: &str) {
+        self.dns_queries.with_label_values(&[qtype, rcode]).inc();
+    }
+    fn dropped(&self, reason: &str) {
+        self.dns_dropped.with_label_values(&[reason]).inc();
     }
 }

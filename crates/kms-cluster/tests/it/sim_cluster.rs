@@ -268,9 +268,11 @@ async fn leader_crash_keeps_activations_flowing() {
                 );
             }
         }
+        // Liveness, not timing: failover times are measured by benchmarks
+        // (docs/performance.md), never asserted; this bound only catches a stuck cluster.
         assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "writes did not commit again within 5 s of the leader crash"
+            start.elapsed() < Duration::from_secs(60),
+            "writes did not commit again after the leader crash"
         );
     }
     assert!(c.leader().is_some());

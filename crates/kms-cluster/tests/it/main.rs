@@ -1,0 +1,7 @@
+//! Integration tests of kms-cluster: one binary, modules per topic, a shared harness.
+
+mod bad_input;
+mod cluster;
+mod harness;
+mod wire;
+mod sim_cluster;
