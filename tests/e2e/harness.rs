@@ -35,6 +35,8 @@ pub struct Kmsd {
     pub kms: Vec<SocketAddr>,
     /// HTTP listener.
     pub http: SocketAddr,
+    /// gRPC listener (Raft peers and the admin API), from the `grpc` field of "kmsd serving".
+    pub grpc: SocketAddr,
     extra: Vec<String>,
     log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     raw: Option<RawLaunch>,
@@ -97,7 +99,7 @@ impl Kmsd {
         let mut child = cmd.spawn().expect("spawn kmsd");
         let stderr = child.stderr.take().expect("stderr");
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel::<(Vec<SocketAddr>, SocketAddr)>();
+        let (tx, rx) = mpsc::channel::<(Vec<SocketAddr>, SocketAddr, SocketAddr)>();
         let log2 = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
@@ -114,8 +116,12 @@ impl Kmsd {
                         .filter_map(|s| s.parse().ok())
                         .collect();
                     let http = v["http"].as_str().and_then(|s| s.parse().ok());
+                    let grpc = v["grpc"]
+                        .as_str()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                     if let Some(http) = http {
-                        let _ = t.send((kms, http));
+                        let _ = t.send((kms, http, grpc));
                         tx = None;
                     }
                 }
@@ -123,7 +129,7 @@ impl Kmsd {
             }
         });
         let deadline = Duration::from_secs(60);
-        let (kms, http) = match rx.recv_timeout(deadline) {
+        let (kms, http, grpc) = match rx.recv_timeout(deadline) {
             Ok(x) => x,
             Err(_) => {
                 let _ = child.kill();
@@ -139,6 +145,7 @@ impl Kmsd {
             data_dir,
             kms,
             http,
+            grpc,
             extra,
             log,
             raw,
@@ -270,7 +277,11 @@ impl Kmsd {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = buf.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|x| x.1)
+            .unwrap_or("")
+            .to_string();
         (status, body)
     }
 }
@@ -297,9 +308,13 @@ pub fn send_signal(pid: u32, sig: &str) {
 /// The value of `series` (metric name plus its exact label set as rendered, e.g.
 /// `kmsd_pool_clients{pool="windows"}`) in Prometheus text `text`.
 pub fn metric_value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }
 
 /// Run kmsd to completion (for invocations that exit by themselves: `--print-config`,

@@ -87,10 +87,12 @@ impl DegradedJournal {
             if e.record.pool != pool {
                 continue;
             }
-            let live_in_state = state.client(pool, &e.record.client_machine_id).is_some_and(|r| {
-                now.0.saturating_sub(r.last_seen.0) / kms_wire::filetime::TICKS_PER_SECOND
-                    <= window
-            });
+            let live_in_state = state
+                .client(pool, &e.record.client_machine_id)
+                .is_some_and(|r| {
+                    now.0.saturating_sub(r.last_seen.0) / kms_wire::filetime::TICKS_PER_SECOND
+                        <= window
+                });
             if !live_in_state {
                 extra.insert(e.record.client_machine_id);
             }
@@ -169,7 +171,11 @@ pub(crate) async fn replay_loop(
                     warn!(error = %e, "cannot trim the degraded-mode journal");
                     continue;
                 }
-                info!(replayed = n, left = journal.len(), "degraded-mode journal replayed");
+                info!(
+                    replayed = n,
+                    left = journal.len(),
+                    "degraded-mode journal replayed"
+                );
                 // A leader takes writes again: new records go the normal way while what is
                 // left of the journal drains in the background.
                 if degraded.swap(false, Ordering::SeqCst) {

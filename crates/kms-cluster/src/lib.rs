@@ -22,9 +22,9 @@ mod writer;
 
 pub use degraded::{DegradedJournal, JournalEntry};
 pub use ledger::ClusterLedger;
-pub use view::{NoProbe, Probe, ProbeFuture};
-pub use writer::{Forward, ForwardFuture, ForwardResult, NoForward, WriteError, Writer};
 pub use network::{
     ForwardError, ForwardedWrite, PeerClient, PeerError, PeerNetwork, PeerNetworkConfig, PeerProbe,
 };
 pub use node::{ClusterError, MemberStatus, Node, NodeSettings, NodeStatus, PoolStatus};
+pub use view::{NoProbe, Probe, ProbeFuture};
+pub use writer::{Forward, ForwardFuture, ForwardResult, NoForward, WriteError, Writer};

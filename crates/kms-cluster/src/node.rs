@@ -391,11 +391,18 @@ impl Node {
             .membership()
             .nodes()
             .map(|(id, info)| {
-                let voter = m.membership_config.membership().get_joint_config().iter().any(|c| c.contains(id));
+                let voter = m
+                    .membership_config
+                    .membership()
+                    .get_joint_config()
+                    .iter()
+                    .any(|c| c.contains(id));
                 let dir = directory.get(id);
                 MemberStatus {
                     id: *id,
-                    name: dir.map(|d| d.name.clone()).unwrap_or_else(|| info.name.clone()),
+                    name: dir
+                        .map(|d| d.name.clone())
+                        .unwrap_or_else(|| info.name.clone()),
                     grpc_addr: info.grpc_addr.clone(),
                     kms_addr: dir
                         .map(|d| {
@@ -506,7 +513,10 @@ fn seed_request_ids() -> u64 {
 async fn prune_loop(
     raft: Raft,
     sm: kms_store::StateMachineStore,
-    node_id: u64, every: Duration, mut stop: watch::Receiver<bool>) {
+    node_id: u64,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut iv = tokio::time::interval(every);
     iv.tick().await;
     loop {
@@ -542,8 +552,7 @@ fn initial_members(s: &NodeSettings) -> Result<BTreeMap<u64, NodeInfo>, ClusterE
             s.node_id
         )));
     }
-    Ok(s
-        .initial_cluster
+    Ok(s.initial_cluster
         .iter()
         .map(|(id, addr)| {
             (
@@ -591,7 +600,9 @@ async fn wait_identity(store: &Store, limit: Duration) -> Result<(), ClusterErro
     let start = std::time::Instant::now();
     while sm.read(|s| s.identity().is_none()) {
         if start.elapsed() > limit {
-            return Err(ClusterError::Timeout("the host identity was not committed".into()));
+            return Err(ClusterError::Timeout(
+                "the host identity was not committed".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

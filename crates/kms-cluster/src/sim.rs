@@ -126,7 +126,9 @@ pub struct SimClient {
 }
 
 fn unreachable(from: NodeId, to: NodeId) -> Unreachable {
-    Unreachable::new(&std::io::Error::other(format!("link {from} → {to} is down")))
+    Unreachable::new(&std::io::Error::other(format!(
+        "link {from} → {to} is down"
+    )))
 }
 
 impl SimClient {
@@ -170,7 +172,11 @@ impl RaftNetworkV2<TypeConfig> for SimClient {
         Ok(resp)
     }
 
-    async fn vote(&mut self, rpc: VoteRequest, _option: RPCOption) -> Result<VoteResponse, RPCError> {
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest,
+        _option: RPCOption,
+    ) -> Result<VoteResponse, RPCError> {
         let raft = self.target().await?;
         let resp = raft
             .vote(rpc)

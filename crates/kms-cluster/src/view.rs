@@ -80,7 +80,9 @@ pub(crate) fn build(
             };
             MemberView {
                 id: *id,
-                name: dir.map(|d| d.name.clone()).unwrap_or_else(|| info.name.clone()),
+                name: dir
+                    .map(|d| d.name.clone())
+                    .unwrap_or_else(|| info.name.clone()),
                 host,
                 kms_port,
                 grpc_addr: info.grpc_addr.clone(),

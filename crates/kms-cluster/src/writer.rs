@@ -92,12 +92,17 @@ impl Writer {
                 let m = self.raft.metrics();
                 let m = m.borrow_watched();
                 let leader = m.current_leader;
-                let info = leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
+                let info =
+                    leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
                 (leader, info)
             };
             match leader {
                 Some(l) if l == self.node_id => {
-                    let res = tokio::time::timeout_at(deadline, self.raft.client_write(cmd.clone().into())).await;
+                    let res = tokio::time::timeout_at(
+                        deadline,
+                        self.raft.client_write(cmd.clone().into()),
+                    )
+                    .await;
                     match res {
                         Ok(Ok(resp)) => return Ok(resp.response().clone()),
                         Ok(Err(e)) => {
@@ -141,6 +146,8 @@ pub struct NoForward;
 
 impl Forward for NoForward {
     fn forward(&self, target: u64, _info: NodeInfo, _cmd: Command) -> ForwardFuture {
-        Box::pin(async move { ForwardResult::Unreachable(format!("no transport to node {target}")) })
+        Box::pin(
+            async move { ForwardResult::Unreachable(format!("no transport to node {target}")) },
+        )
     }
 }

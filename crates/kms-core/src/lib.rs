@@ -34,8 +34,8 @@ pub use kms_wire::{Epid, FileTime, Guid, Hresult};
 pub use policy::{ActivationInput, Refusal, RefusalReason, decide};
 pub use pool::{PerPool, Pool};
 pub use state::{
-    ClientFilter, ClientRecord, Command, Outcome, PoolCount, RecordOutcome, RecordRefusal,
-    NodeRecord, RecordRequest, RequestId, State,
+    ClientFilter, ClientRecord, Command, NodeRecord, Outcome, PoolCount, RecordOutcome,
+    RecordRefusal, RecordRequest, RequestId, State,
 };
 pub use view::{ClusterView, MemberView};
 

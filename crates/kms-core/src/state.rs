@@ -46,6 +46,12 @@
 //! Counting scans the pool once (`O(clients)`); a `Record` batch scans each touched pool once
 //! and then updates the tally incrementally.
 //!
+//! ## Backup and restore
+//!
+//! [`State::export_clients`] lists every stored record; [`Command::ImportClients`] brings
+//! records back verbatim (restoring a backup into a new cluster), merging with stored records
+//! of the same CMID by rules that make a repeated import a no-op. Imports bypass seat limits.
+//!
 //! ## Bounded inventory
 //!
 //! [`Command::Prune`] drops records whose `last_seen` is before `before`; the leader proposes
@@ -274,6 +280,17 @@ pub enum Command {
         /// Node id.
         id: u64,
     },
+    /// Import client records verbatim (restoring a backup): each record is inserted as it is
+    /// or, if the CMID is already in the pool, merged with the stored record (see
+    /// [`merge_imported`] for the rules). Seat limits are not applied: an import restores what
+    /// a cluster already admitted. Applying the same import twice changes nothing the second
+    /// time.
+    ImportClients {
+        /// The pool the records belong to.
+        pool: Pool,
+        /// The records, by CMID.
+        records: Vec<(ClientMachineId, ClientRecord)>,
+    },
 }
 
 /// The result of applying a [`Command`].
@@ -303,6 +320,14 @@ pub enum Outcome {
     IdentityRejected(IdentityError),
     /// A node directory entry was added, replaced or removed.
     NodesChanged,
+    /// For [`Command::ImportClients`]: how many records were new and how many merged into
+    /// stored ones.
+    Imported {
+        /// Records of CMIDs the pool did not hold.
+        added: u64,
+        /// Records merged into a stored record of the same CMID.
+        merged: u64,
+    },
 }
 
 /// The replicated state (see the module doc).
@@ -450,7 +475,11 @@ impl Tally {
         if cutoff == old {
             return;
         }
-        let (lo, hi) = if cutoff > old { (old, cutoff) } else { (cutoff, old) };
+        let (lo, hi) = if cutoff > old {
+            (old, cutoff)
+        } else {
+            (cutoff, old)
+        };
         // Records with lo ≤ last_seen < hi.
         let between = index.range((lo, ClientMachineId::NIL)..(hi, ClientMachineId::NIL));
         if cutoff > old {
@@ -616,7 +645,10 @@ impl State {
             Command::Forget { pool, cmid } => {
                 let removed = self.pools.get_mut(*pool).remove(cmid);
                 if let Some(r) = &removed {
-                    self.derived.index.get_mut(*pool).remove(&(r.last_seen, *cmid));
+                    self.derived
+                        .index
+                        .get_mut(*pool)
+                        .remove(&(r.last_seen, *cmid));
                     if let Some(t) = self.derived.tallies.get_mut(*pool).as_mut() {
                         t.remove(r);
                     }
@@ -649,6 +681,7 @@ impl State {
                 self.nodes.remove(id);
                 Outcome::NodesChanged
             }
+            Command::ImportClients { pool, records } => self.apply_import(*pool, records),
             Command::InitIdentity(id) => {
                 if self.identity.is_some() {
                     return Outcome::IdentityAlreadySet;
@@ -739,6 +772,49 @@ impl State {
         out
     }
 
+    fn apply_import(&mut self, pool: Pool, records: &[(ClientMachineId, ClientRecord)]) -> Outcome {
+        let map = self.pools.get_mut(pool);
+        let index = self.derived.index.get_mut(pool);
+        let mut tally = self.derived.tallies.get_mut(pool).as_mut();
+        let (mut added, mut merged) = (0u64, 0u64);
+        for (cmid, imported) in records {
+            let imported = sanitized_import(imported);
+            match map.get_mut(cmid) {
+                Some(r) => {
+                    if let Some(t) = tally.as_deref_mut() {
+                        t.remove(r);
+                    }
+                    index.remove(&(r.last_seen, *cmid));
+                    merge_imported(r, &imported);
+                    index.insert((r.last_seen, *cmid));
+                    if let Some(t) = tally.as_deref_mut() {
+                        t.add(r);
+                    }
+                    merged += 1;
+                }
+                None => {
+                    index.insert((imported.last_seen, *cmid));
+                    if let Some(t) = tally.as_deref_mut() {
+                        t.add(&imported);
+                    }
+                    map.insert(*cmid, imported);
+                    added += 1;
+                }
+            }
+        }
+        Outcome::Imported { added, merged }
+    }
+
+    /// Every stored client record (live or not), ordered by pool then CMID: what a backup
+    /// exports and [`Command::ImportClients`] brings back.
+    pub fn export_clients(
+        &self,
+    ) -> impl Iterator<Item = (Pool, &ClientMachineId, &ClientRecord)> + '_ {
+        Pool::ALL
+            .into_iter()
+            .flat_map(move |p| self.pools.get(p).iter().map(move |(c, r)| (p, c, r)))
+    }
+
     /// The replicated configuration.
     pub fn config(&self) -> &ReplicatedConfig {
         &self.config
@@ -762,7 +838,8 @@ impl State {
     /// The count of `pool` at time `now` (see the module doc).
     pub fn pool_count(&self, pool: Pool, now: FileTime) -> PoolCount {
         let cutoff = sub_secs(now, self.config.count_window_secs);
-        self.tally_at(pool, cutoff).count(pool, self.config.count_report)
+        self.tally_at(pool, cutoff)
+            .count(pool, self.config.count_report)
     }
 
     /// The tally of `pool` at `cutoff`: the cached one adjusted by the records between the two
@@ -1002,6 +1079,279 @@ fn update_record(r: &mut ClientRecord, at: FileTime, node: u64, req: &RecordRequ
     }
 }
 
+/// An imported record made safe to store: text bounded like recorded text, at most
+/// [`RECENT_REQUEST_IDS`] request ids, `first_seen ≤ last_seen`.
+fn sanitized_import(r: &ClientRecord) -> ClientRecord {
+    let mut r = r.clone();
+    r.workstation = bounded(&r.workstation);
+    r.last_source = bounded(&r.last_source);
+    r.duplicate_workstation = r.duplicate_workstation.as_deref().map(bounded);
+    let excess = r
+        .recent_request_ids
+        .len()
+        .saturating_sub(RECENT_REQUEST_IDS);
+    r.recent_request_ids.drain(..excess);
+    r.first_seen = r.first_seen.min(r.last_seen);
+    r
+}
+
+/// Merge an imported record into the stored record of the same CMID:
+///
+/// * `first_seen = min`, `last_seen = max`;
+/// * the descriptive fields (product, SKU, workstation, license status, VM flag, N, protocol,
+///   node, source) come from the imported record only if it is strictly newer (ties keep the
+///   stored values, so a repeated import changes nothing);
+/// * `request_count = max` (not the sum: the two may describe the same requests);
+/// * `duplicate` is set if either was flagged or the two workstation names differ (then the
+///   older name is kept in `duplicate_workstation`);
+/// * `recent_request_ids`: the stored ids, then the imported ids not among them, keeping the
+///   last [`RECENT_REQUEST_IDS`].
+fn merge_imported(r: &mut ClientRecord, imp: &ClientRecord) {
+    let names_differ = !r.workstation.is_empty()
+        && !imp.workstation.is_empty()
+        && !same_workstation(&r.workstation, &imp.workstation);
+    let imported_newer = imp.last_seen > r.last_seen;
+    if names_differ {
+        r.duplicate = true;
+        r.duplicate_workstation = Some(if imported_newer {
+            r.workstation.clone()
+        } else {
+            imp.workstation.clone()
+        });
+    } else if imp.duplicate {
+        r.duplicate = true;
+        if r.duplicate_workstation.is_none() || imported_newer {
+            r.duplicate_workstation = imp
+                .duplicate_workstation
+                .clone()
+                .or(r.duplicate_workstation.take());
+        }
+    }
+    r.first_seen = r.first_seen.min(imp.first_seen);
+    if imported_newer {
+        r.last_seen = imp.last_seen;
+        r.kms_counted_id = imp.kms_counted_id;
+        r.sku_id = imp.sku_id;
+        r.previous_client_machine_id = imp.previous_client_machine_id;
+        r.workstation = imp.workstation.clone();
+        r.license_status = imp.license_status;
+        r.is_vm = imp.is_vm;
+        r.required_count = imp.required_count;
+        r.protocol_version = imp.protocol_version;
+        r.last_node = imp.last_node;
+        r.last_source = imp.last_source.clone();
+    }
+    r.request_count = r.request_count.max(imp.request_count);
+    for id in &imp.recent_request_ids {
+        if !r.recent_request_ids.contains(id) {
+            r.recent_request_ids.push(*id);
+        }
+    }
+    let excess = r
+        .recent_request_ids
+        .len()
+        .saturating_sub(RECENT_REQUEST_IDS);
+    r.recent_request_ids.drain(..excess);
+}
+
 #[cfg(test)]
 #[path = "state_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+mod import_tests {
+    use super::*;
+    use kms_wire::Guid;
+
+    fn t(secs: i64) -> FileTime {
+        FileTime::from_unix_secs(1_700_000_000 + secs)
+    }
+
+    fn cmid(n: u8) -> ClientMachineId {
+        Guid([n; 16])
+    }
+
+    fn recorded(s: &mut State, n: u8, at: i64, ws: &str) {
+        let mut req =
+            RecordRequest::new(u64::from(n) << 8 | at as u64 & 0xff, Pool::Windows, cmid(n));
+        req.workstation = ws.into();
+        s.apply(&Command::Record {
+            at: t(at),
+            node: 1,
+            records: vec![req],
+        });
+    }
+
+    fn export(s: &State, pool: Pool) -> Vec<(ClientMachineId, ClientRecord)> {
+        s.export_clients()
+            .filter(|(p, _, _)| *p == pool)
+            .map(|(_, c, r)| (*c, r.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn import_into_empty_state_reproduces_records_and_counts() {
+        let mut a = State::default();
+        for n in 1..=30 {
+            recorded(&mut a, n, i64::from(n), &format!("PC{n}"));
+        }
+        let mut o = RecordRequest::new(999, Pool::Office2010, cmid(200));
+        o.workstation = "OFFICE1".into();
+        a.apply(&Command::Record {
+            at: t(50),
+            node: 2,
+            records: vec![o],
+        });
+        let mut b = State::default();
+        b.apply(&Command::SetConfig(a.config().clone()));
+        for pool in Pool::ALL {
+            let records = export(&a, pool);
+            let out = b.apply(&Command::ImportClients { pool, records });
+            let n = a.stored_clients(pool) as u64;
+            assert_eq!(
+                out,
+                Outcome::Imported {
+                    added: n,
+                    merged: 0
+                }
+            );
+        }
+        for pool in Pool::ALL {
+            assert_eq!(export(&a, pool), export(&b, pool));
+            assert_eq!(a.pool_count(pool, t(100)), b.pool_count(pool, t(100)));
+        }
+        assert_eq!(a.pool_count(Pool::Windows, t(100)).live, 30);
+        // Importing again changes nothing.
+        let before = b.clone();
+        let out = b.apply(&Command::ImportClients {
+            pool: Pool::Windows,
+            records: export(&a, Pool::Windows),
+        });
+        assert_eq!(
+            out,
+            Outcome::Imported {
+                added: 0,
+                merged: 30
+            }
+        );
+        assert_eq!(b, before);
+        // Derived indexes agree with a rebuilt state.
+        let rebuilt: State = bincode_round_trip(&b);
+        assert_eq!(
+            rebuilt.pool_count(Pool::Windows, t(100)),
+            b.pool_count(Pool::Windows, t(100))
+        );
+    }
+
+    fn bincode_round_trip(s: &State) -> State {
+        let bytes = bincode::serialize(s).unwrap();
+        bincode::deserialize(&bytes).unwrap()
+    }
+
+    #[test]
+    fn import_merges_with_stored_records() {
+        let mut s = State::default();
+        recorded(&mut s, 1, 100, "PC1");
+        let stored = s.client(Pool::Windows, &cmid(1)).unwrap().clone();
+        // Older import from another workstation: keeps the stored (newer) fields, widens
+        // first_seen, flags the duplicate with the older name.
+        let mut older = stored.clone();
+        older.first_seen = t(10);
+        older.last_seen = t(20);
+        older.workstation = "CLONE".into();
+        older.request_count = 5;
+        older.recent_request_ids = vec![7, 8];
+        let out = s.apply(&Command::ImportClients {
+            pool: Pool::Windows,
+            records: vec![(cmid(1), older)],
+        });
+        assert_eq!(
+            out,
+            Outcome::Imported {
+                added: 0,
+                merged: 1
+            }
+        );
+        let r = s.client(Pool::Windows, &cmid(1)).unwrap();
+        assert_eq!((r.first_seen, r.last_seen), (t(10), t(100)));
+        assert_eq!(r.workstation, "PC1");
+        assert!(r.duplicate);
+        assert_eq!(r.duplicate_workstation.as_deref(), Some("CLONE"));
+        assert_eq!(r.request_count, 5);
+        assert_eq!(r.recent_request_ids.len(), 3);
+        // Newer import: takes its fields and moves the record in the count window.
+        let mut newer = r.clone();
+        newer.last_seen = t(40 * 86_400);
+        newer.workstation = "pc1.corp.example".into();
+        newer.required_count = 5;
+        s.apply(&Command::ImportClients {
+            pool: Pool::Windows,
+            records: vec![(cmid(1), newer)],
+        });
+        let r = s.client(Pool::Windows, &cmid(1)).unwrap();
+        assert_eq!(r.last_seen, t(40 * 86_400));
+        assert_eq!(r.required_count, 5);
+        assert_eq!(s.pool_count(Pool::Windows, t(40 * 86_400)).live, 1);
+        assert_eq!(s.pool_count(Pool::Windows, t(100)).live, 1);
+    }
+
+    #[test]
+    fn import_ignores_seat_limits_and_sanitizes() {
+        let mut s = State::default();
+        let mut cfg = s.config().clone();
+        cfg.seat_limits.pools.windows = Some(1);
+        assert_eq!(s.apply(&Command::SetConfig(cfg)), Outcome::ConfigSet);
+        recorded(&mut s, 1, 0, "A");
+        let template = s.client(Pool::Windows, &cmid(1)).unwrap().clone();
+        let mut long = template.clone();
+        long.workstation = "x".repeat(500);
+        long.recent_request_ids = (0..50).collect();
+        long.first_seen = t(5);
+        long.last_seen = t(1);
+        let out = s.apply(&Command::ImportClients {
+            pool: Pool::Windows,
+            records: vec![(cmid(2), long), (cmid(3), template)],
+        });
+        assert_eq!(
+            out,
+            Outcome::Imported {
+                added: 2,
+                merged: 0
+            }
+        );
+        assert_eq!(s.pool_count(Pool::Windows, t(10)).live, 3);
+        let r = s.client(Pool::Windows, &cmid(2)).unwrap();
+        assert_eq!(r.workstation.chars().count(), MAX_TEXT_CHARS);
+        assert_eq!(r.recent_request_ids, (42..50).collect::<Vec<u64>>());
+        assert!(r.first_seen <= r.last_seen);
+        // Forget still works on imported records and the tally follows.
+        s.apply(&Command::Forget {
+            pool: Pool::Windows,
+            cmid: cmid(2),
+        });
+        assert_eq!(s.pool_count(Pool::Windows, t(10)).live, 2);
+    }
+
+    #[test]
+    fn export_orders_by_pool_then_cmid() {
+        let mut s = State::default();
+        recorded(&mut s, 9, 0, "");
+        recorded(&mut s, 3, 0, "");
+        let mut o = RecordRequest::new(1, Pool::Office2013Plus, cmid(1));
+        o.workstation = String::new();
+        s.apply(&Command::Record {
+            at: t(0),
+            node: 1,
+            records: vec![o],
+        });
+        let order: Vec<(Pool, u8)> = s.export_clients().map(|(p, c, _)| (p, c.0[0])).collect();
+        assert_eq!(
+            order,
+            vec![
+                (Pool::Windows, 3),
+                (Pool::Windows, 9),
+                (Pool::Office2013Plus, 1)
+            ]
+        );
+    }
+}

@@ -38,7 +38,9 @@ impl FileTime {
 
     /// As a [`SystemTime`]; times before 1970 clamp to the Unix epoch.
     pub fn to_system_time(self) -> SystemTime {
-        let unix_ticks = self.0.saturating_sub(UNIX_EPOCH_OFFSET_SECS * TICKS_PER_SECOND);
+        let unix_ticks = self
+            .0
+            .saturating_sub(UNIX_EPOCH_OFFSET_SECS * TICKS_PER_SECOND);
         UNIX_EPOCH
             + Duration::from_secs(unix_ticks / TICKS_PER_SECOND)
             + Duration::from_nanos((unix_ticks % TICKS_PER_SECOND) * 100)

@@ -115,7 +115,11 @@ pub struct Layer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_pdu_size: Option<usize>,
     /// Serve only clients in these networks (CIDR); repeatable. Default: everyone.
-    #[arg(long = "allow-client", env = "KMSD_ALLOW_CLIENT", value_delimiter = ',')]
+    #[arg(
+        long = "allow-client",
+        env = "KMSD_ALLOW_CLIENT",
+        value_delimiter = ','
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allow_client: Option<Vec<IpNet>>,
     /// Voters of a NEW cluster, the same on every node: `1=host1:1689,2=host2:1689,3=host3:1689`.
@@ -169,7 +173,11 @@ pub struct Layer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_weight: Option<u16>,
     /// Networks allowed to transfer the zone (AXFR), repeatable CIDRs. Default: none.
-    #[arg(long = "dns-axfr-allow", env = "KMSD_DNS_AXFR_ALLOW", value_delimiter = ',')]
+    #[arg(
+        long = "dns-axfr-allow",
+        env = "KMSD_DNS_AXFR_ALLOW",
+        value_delimiter = ','
+    )]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_axfr_allow: Option<Vec<IpNet>>,
     /// DNS responses per second allowed to one source address. Default 50.
@@ -367,7 +375,11 @@ pub fn parse_initial_cluster(
             .filter(|i| *i > 0)
             .ok_or_else(|| bad(format!("'{id}' is not a positive node id")))?;
         let addr = addr.trim();
-        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+        if addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .is_none()
+        {
             return Err(bad(format!("'{addr}' is not HOST:PORT")));
         }
         if out.insert(id, addr.to_string()).is_some() {
@@ -443,9 +455,7 @@ impl Settings {
         let name = l.name.clone().unwrap_or_else(|| format!("kmsd-{node_id}"));
         if name.is_empty()
             || name.len() > 63
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         {
             return Err(ConfigError::Invalid {
                 key: "name",
@@ -513,7 +523,9 @@ impl Settings {
                 && z.split('.').all(|label| {
                     !label.is_empty()
                         && label.len() <= 63
-                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                        && label
+                            .chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 });
             if !ok {
                 return Err(ConfigError::Invalid {
@@ -552,7 +564,10 @@ impl Settings {
             http_listen: l.http_listen.or(d.http_listen).expect("default"),
             dns_listen: l.dns_listen.or(d.dns_listen).expect("default"),
             log_format: l.log_format.unwrap_or_default(),
-            log_level: l.log_level.clone().unwrap_or_else(|| "info,openraft=warn".into()),
+            log_level: l
+                .log_level
+                .clone()
+                .unwrap_or_else(|| "info,openraft=warn".into()),
             host,
             effective: l,
         })
@@ -571,7 +586,10 @@ mod tests {
     #[test]
     fn defaults_are_the_embedded_single_node() {
         let s = Settings::from_layer(Layer::defaults()).unwrap();
-        assert_eq!(s.kms_listen, vec!["[::]:1688".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            s.kms_listen,
+            vec!["[::]:1688".parse::<SocketAddr>().unwrap()]
+        );
         assert_eq!(s.grpc_listen.to_string(), "127.0.0.1:1689");
         assert_eq!(s.name, "kmsd-1");
         assert_eq!(s.data_dir, PathBuf::from("./kmsd-data"));

@@ -7,8 +7,8 @@
 
 pub mod admin;
 pub mod config;
-mod grpc_auth;
 pub mod events;
+mod grpc_auth;
 pub mod http;
 pub mod logging;
 pub mod metrics;
@@ -132,7 +132,10 @@ pub struct BoundAddrs {
 }
 
 /// Run a node until `shutdown` resolves.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
     run_with(settings, shutdown, |_| {}).await
 }
 
@@ -246,7 +249,12 @@ pub async fn run_with(
         wait_stop(stop_rx.clone()),
     ));
     if let Some(addr) = settings.join.clone() {
-        tokio::spawn(join_cluster(node.clone(), net.clone(), addr, stop_rx.clone()));
+        tokio::spawn(join_cluster(
+            node.clone(),
+            net.clone(),
+            addr,
+            stop_rx.clone(),
+        ));
     }
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
 

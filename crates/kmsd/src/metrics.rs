@@ -97,7 +97,8 @@ impl Metrics {
             ),
             &["reason"],
         ));
-        let pool = |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), &["pool"]));
+        let pool =
+            |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), &["pool"]));
         let pool_clients = pool(
             "kmsd_pool_clients",
             "Distinct client machines seen in the count window, per pool.",
@@ -156,7 +157,10 @@ impl Metrics {
             "Times this node saw the Raft leader change.",
         ));
         let build_info = must(IntGaugeVec::new(
-            Opts::new("kmsd_build_info", "Build information; the value is always 1."),
+            Opts::new(
+                "kmsd_build_info",
+                "Build information; the value is always 1.",
+            ),
             &["version", "node_id"],
         ));
         build_info
@@ -256,6 +260,15 @@ impl HostObserver for Metrics {
     }
 }
 
+impl kms_dns::DnsObserver for Metrics {
+    fn query(&self, qtype: &str, rcode: &str) {
+        self.dns_queries.with_label_values(&[qtype, rcode]).inc();
+    }
+    fn dropped(&self, reason: &str) {
+        self.dns_dropped.with_label_values(&[reason]).inc();
+    }
+}
+
 /// A bounded set of result labels (HRESULTs are not free-form label values).
 pub fn result_label(hresult: u32) -> &'static str {
     match hresult {
@@ -275,7 +288,9 @@ mod tests {
     #[test]
     fn registry_renders_required_families() {
         let m = Metrics::new(1);
-        m.activations.with_label_values(&["windows", "6", "success"]).inc();
+        m.activations
+            .with_label_values(&["windows", "6", "success"])
+            .inc();
         let text = m.render();
         for name in [
             "kmsd_activations_total",
@@ -286,14 +301,5 @@ mod tests {
         ] {
             assert!(text.contains(name), "missing {name}");
         }
-    }
-}
-
-impl kms_dns::DnsObserver for Metrics {
-    fn query(&self, qtype: &str, rcode: &str) {
-        self.dns_queries.with_label_values(&[qtype, rcode]).inc();
-    }
-    fn dropped(&self, reason: &str) {
-        self.dns_dropped.with_label_values(&[reason]).inc();
     }
 }

@@ -3,5 +3,5 @@
 mod bad_input;
 mod cluster;
 mod harness;
-mod wire;
 mod sim_cluster;
+mod wire;

@@ -78,9 +78,10 @@ impl Cluster {
     async fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ok = self.nodes.values().all(|n| {
-                n.status().leader_id.is_some() && n.read(|s| s.identity().is_some())
-            });
+            let ok = self
+                .nodes
+                .values()
+                .all(|n| n.status().leader_id.is_some() && n.read(|s| s.identity().is_some()));
             if ok {
                 return;
             }
@@ -100,7 +101,11 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let sets: Vec<BTreeSet<Guid>> = self.nodes.values().map(|n| windows_cmids(n)).collect();
-            let journals: usize = self.nodes.values().map(|n| n.status().journal_entries).sum();
+            let journals: usize = self
+                .nodes
+                .values()
+                .map(|n| n.status().journal_entries)
+                .sum();
             if journals == 0 && sets.windows(2).all(|w| w[0] == w[1]) {
                 return sets.into_iter().next().unwrap_or_default();
             }
@@ -175,7 +180,12 @@ async fn thirty_clients_round_robin_see_one_count() {
     for i in 1..=30u64 {
         let node = &c.nodes[&(1 + (i - 1) % 3)];
         let g = activate(node, i).await.expect("granted");
-        assert_eq!(g.current_count, i as u32, "client {i} on node {}", 1 + (i - 1) % 3);
+        assert_eq!(
+            g.current_count,
+            i as u32,
+            "client {i} on node {}",
+            1 + (i - 1) % 3
+        );
         assert!(!g.degraded);
     }
     // Every node answers with the same identity.
@@ -206,7 +216,9 @@ async fn partition_scenario(isolate_leader: bool) {
     c.router.isolate(cut);
     // The cut-off node keeps serving from its state plus its journal.
     for i in 100..105u64 {
-        let g = activate(&c.nodes[&cut], i).await.expect("served while cut off");
+        let g = activate(&c.nodes[&cut], i)
+            .await
+            .expect("served while cut off");
         assert!(g.degraded, "answer from the cut-off node is degraded");
         acked.insert(cmid(i));
     }
@@ -221,7 +233,10 @@ async fn partition_scenario(isolate_leader: bool) {
     }
     c.router.heal();
     let all = c.wait_converged().await;
-    assert_eq!(all, acked, "every acknowledged record exactly once, nothing else");
+    assert_eq!(
+        all, acked,
+        "every acknowledged record exactly once, nothing else"
+    );
     // Replays must not count twice: the count equals the distinct clients.
     let count = c.nodes[&cut].read(|s| s.pool_count(Pool::Windows, now()).live);
     assert_eq!(count as usize, acked.len());

@@ -70,17 +70,21 @@ fn every_case_is_reproduced_byte_for_byte() {
                 HostAction::Close(e) => panic!("{name} #{i}: connection closed: {e}"),
                 HostAction::Call(call) => {
                     responses_checked += 1;
-                    let result: Result<Vec<u8>, Hresult> = match decode_request(call.kms_message()) {
+                    let result: Result<Vec<u8>, Hresult> = match decode_request(call.kms_message())
+                    {
                         Err(e) => Err(e.hresult()),
                         Ok(_) if forced.contains(&call.call_id()) => Err(Hresult::KMS_ID_MISMATCH),
-                        Ok(req) if req.request.request_time.abs_diff_secs(server_time) > 4 * 3600 => {
+                        Ok(req)
+                            if req.request.request_time.abs_diff_secs(server_time) > 4 * 3600 =>
+                        {
                             Err(Hresult::INVALID_TIMESTAMP)
                         }
                         Ok(req) => {
                             let fields = ResponseFields {
                                 epid,
                                 current_count: 2 * req.request.required_client_count,
-                                activation_interval: cfg["activation_interval"].as_u64().unwrap() as u32,
+                                activation_interval: cfg["activation_interval"].as_u64().unwrap()
+                                    as u32,
                                 renewal_interval: cfg["renewal_interval"].as_u64().unwrap() as u32,
                             };
                             Ok(encode_response(&req, &fields, hwid, &randomness).expect("encodes"))
@@ -99,5 +103,8 @@ fn every_case_is_reproduced_byte_for_byte() {
             );
         }
     }
-    assert!(responses_checked >= 10, "only {responses_checked} calls checked");
+    assert!(
+        responses_checked >= 10,
+        "only {responses_checked} calls checked"
+    );
 }
