@@ -4,4 +4,10 @@
 # start real kmsd processes on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Test tools (dig, promtool, chromium): a failure here only warns; the tests that need a
+# missing tool skip with a clear message (e.g. "SKIPPED: dig not installed").
+if [ -f scripts/install-test-deps.sh ]; then
+    bash scripts/install-test-deps.sh ||
+        echo "test.sh: warning: scripts/install-test-deps.sh failed; tests needing dig, promtool or chromium will skip" >&2
+fi
 cargo test --workspace --locked "$@"

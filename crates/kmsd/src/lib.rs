@@ -65,6 +65,9 @@ pub fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     if addr.is_ipv6() {
         let _ = socket.set_only_v6(false);
     }
+    // A flood should be dropped by the rate limiter, not by a full kernel buffer that also
+    // drops legitimate queries (best effort: the kernel caps it at net.core.rmem_max).
+    let _ = socket.set_recv_buffer_size(4 << 20);
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     tokio::net::UdpSocket::from_std(socket.into())
@@ -278,9 +281,12 @@ pub async fn run_with(
         Some(cfg) => {
             let udp = bind_udp(settings.dns_listen)
                 .with_context(|| format!("binding DNS (UDP) {}", settings.dns_listen))?;
-            let tcp = bind_tcp(settings.dns_listen)
-                .with_context(|| format!("binding DNS (TCP) {}", settings.dns_listen))?;
-            info!(listen = %udp.local_addr()?, zones = ?settings.dns.zones, "DNS serving");
+            // TCP on the port UDP actually got, so `--dns-listen host:0` gives one port for
+            // both (the one logged below).
+            let dns_addr = udp.local_addr()?;
+            let tcp =
+                bind_tcp(dns_addr).with_context(|| format!("binding DNS (TCP) {dns_addr}"))?;
+            info!(listen = %dns_addr, zones = ?settings.dns.zones, "DNS serving");
             let views = node.view();
             let observer: Arc<dyn kms_dns::DnsObserver> = metrics.clone();
             Some(tokio::spawn(kms_dns::DnsServer::serve(
