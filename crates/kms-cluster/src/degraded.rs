@@ -141,7 +141,10 @@ pub(crate) async fn replay_loop(
         }
         if journal.is_empty() {
             if degraded.swap(false, Ordering::SeqCst) {
-                info!("leaving degraded mode");
+                info!(
+                    event_id = crate::EVENT_DEGRADED_LEAVE,
+                    "leaving degraded mode"
+                );
             }
             continue;
         }
@@ -179,7 +182,10 @@ pub(crate) async fn replay_loop(
                 // A leader takes writes again: new records go the normal way while what is
                 // left of the journal drains in the background.
                 if degraded.swap(false, Ordering::SeqCst) {
-                    info!("leaving degraded mode");
+                    info!(
+                        event_id = crate::EVENT_DEGRADED_LEAVE,
+                        "leaving degraded mode"
+                    );
                 }
             }
             Err(e) => tracing::debug!(error = %e, "journal replay waits for a leader"),

@@ -113,7 +113,13 @@ impl ClusterLedger {
                 reason: format!("no leader and the local journal failed: {e}"),
                 pool: Some(grant.pool),
             })?;
-        self.degraded.store(true, Ordering::SeqCst);
+        if !self.degraded.swap(true, Ordering::SeqCst) {
+            tracing::warn!(
+                event_id = crate::EVENT_DEGRADED_ENTER,
+                "entering degraded mode: no leader committed a record in time; answering from \
+                 local state and the journal"
+            );
+        }
         grant.current_count = self
             .sm
             .read(|s| self.journal.count_with_journal(s, pool, at))

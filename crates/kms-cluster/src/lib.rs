@@ -10,6 +10,15 @@
 //! What this crate must never do: answer a client with a count that does not include it, lose
 //! a record it acknowledged, or name openraft types except through `kms_store::types`.
 
+/// Event id logged when the Raft leader changes (kmsd logs it).
+pub const EVENT_LEADER_CHANGE: u32 = 40001;
+/// Event id logged when a node enters degraded mode.
+pub const EVENT_DEGRADED_ENTER: u32 = 40010;
+/// Event id logged when a node leaves degraded mode.
+pub const EVENT_DEGRADED_LEAVE: u32 = 40011;
+/// Event id logged when the cluster membership changes.
+pub const EVENT_MEMBERSHIP: u32 = 40020;
+
 mod batcher;
 mod degraded;
 pub mod grpc;

@@ -158,6 +158,8 @@ pub struct NodeStatus {
     pub degraded: bool,
     /// Records waiting in the degraded-mode journal.
     pub journal_entries: usize,
+    /// On the leader: log entries each peer is behind (peer id, entries).
+    pub replication_lag: Vec<(u64, u64)>,
 }
 
 /// A running node.
@@ -453,6 +455,22 @@ impl Node {
             degraded: self.degraded.load(Ordering::SeqCst)
                 || (m.current_leader.is_none() && m.state != ServerState::Leader),
             journal_entries: self.journal.len(),
+            replication_lag: m
+                .replication
+                .as_ref()
+                .map(|r| {
+                    let last = m.last_log_index.unwrap_or(0);
+                    r.iter()
+                        .filter(|(id, _)| **id != self.settings.node_id)
+                        .map(|(id, matched)| {
+                            (
+                                *id,
+                                last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

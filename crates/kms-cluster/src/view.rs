@@ -172,6 +172,18 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
             cur.members != view.members || cur.leader_id != view.leader_id || cur.term != view.term
         };
         if changed {
+            let (ids_before, ids_now): (Vec<u64>, Vec<u64>) = (
+                tx.borrow().members.iter().map(|m| m.id).collect(),
+                view.members.iter().map(|m| m.id).collect(),
+            );
+            if ids_before != ids_now {
+                tracing::info!(
+                    event_id = crate::EVENT_MEMBERSHIP,
+                    members = ?ids_now,
+                    previous = ?ids_before,
+                    "cluster membership changed"
+                );
+            }
             if tx.borrow().members != view.members {
                 generation += 1;
             }

@@ -148,9 +148,30 @@ pub async fn refresh_metrics(
 ) {
     let tick = async {
         let mut iv = tokio::time::interval(Duration::from_secs(1));
+        let mut last_leader = None;
         loop {
             iv.tick().await;
             let st = node.status();
+            if st.leader_id != last_leader {
+                if last_leader.is_some() || st.leader_id.is_some() {
+                    metrics.raft_leader_changes.inc();
+                    tracing::info!(
+                        event_id = kms_cluster::EVENT_LEADER_CHANGE,
+                        leader = ?st.leader_id,
+                        previous = ?last_leader,
+                        term = st.term,
+                        "raft leader changed"
+                    );
+                }
+                last_leader = st.leader_id;
+            }
+            metrics.raft_replication_lag.reset();
+            for (peer, lag) in &st.replication_lag {
+                metrics
+                    .raft_replication_lag
+                    .with_label_values(&[&peer.to_string()])
+                    .set(*lag as i64);
+            }
             metrics.raft_term.set(st.term as i64);
             metrics
                 .raft_is_leader
@@ -160,6 +181,7 @@ pub async fn refresh_metrics(
             metrics
                 .degraded_journal_entries
                 .set(st.journal_entries as i64);
+            metrics.degraded.set(i64::from(st.degraded));
             for p in &st.pools {
                 metrics
                     .pool_clients

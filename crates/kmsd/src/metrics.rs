@@ -24,7 +24,7 @@ pub struct Metrics {
     pub protocol_errors: IntCounterVec,
     /// kmsd_pool_clients{pool}
     pub pool_clients: IntGaugeVec,
-    /// kmsd_pool_reported_count{pool}
+    /// kmsd_pool_reported_clients{pool}
     pub pool_reported: IntGaugeVec,
     /// kmsd_pool_threshold{pool}
     pub pool_threshold: IntGaugeVec,
@@ -42,6 +42,8 @@ pub struct Metrics {
     pub raft_applied_index: IntGauge,
     /// kmsd_degraded_journal_entries
     pub degraded_journal_entries: IntGauge,
+    /// kmsd_degraded
+    pub degraded: IntGauge,
     /// kmsd_dns_queries_total{qtype,rcode}
     pub dns_queries: IntCounterVec,
     /// kmsd_dns_dropped_total{reason}
@@ -104,7 +106,7 @@ impl Metrics {
             "Distinct client machines seen in the count window, per pool.",
         );
         let pool_reported = pool(
-            "kmsd_pool_reported_count",
+            "kmsd_pool_reported_clients",
             "Count reported to clients (capped at twice the largest threshold), per pool.",
         );
         let pool_threshold = pool(
@@ -156,6 +158,10 @@ impl Metrics {
             "kmsd_raft_leader_changes_total",
             "Times this node saw the Raft leader change.",
         ));
+        let degraded = gauge(
+            "kmsd_degraded",
+            "1 while the node answers without a reachable leader (degraded mode), else 0.",
+        );
         let build_info = must(IntGaugeVec::new(
             Opts::new(
                 "kmsd_build_info",
@@ -182,6 +188,7 @@ impl Metrics {
             Box::new(raft_commit_index.clone()),
             Box::new(raft_applied_index.clone()),
             Box::new(degraded_journal_entries.clone()),
+            Box::new(degraded.clone()),
             Box::new(dns_queries.clone()),
             Box::new(dns_dropped.clone()),
             Box::new(raft_replication_lag.clone()),
@@ -212,6 +219,7 @@ impl Metrics {
             raft_commit_index,
             raft_applied_index,
             degraded_journal_entries,
+            degraded,
             dns_queries,
             dns_dropped,
             raft_replication_lag,
