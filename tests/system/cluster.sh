@@ -25,6 +25,7 @@
 #
 # Environment:
 #   SYSTEST_NO_BUILD=1   reuse the image kmsd:local and target/release binaries as they are
+#   SYSTEST_PROFILE=dev  build the image from debug binaries (CI: they are already built)
 #   SYSTEST_KEEP=1       leave containers and networks for inspection (printed at exit)
 #   SYSTEST_TLS=0        run the nodes with --insecure even when kmsd has the --tls-* flags
 #                        (default: TLS whenever `kmsd --help` lists --tls-ca)
@@ -83,9 +84,13 @@ stage="build the image"
 if [ "${SYSTEST_NO_BUILD:-0}" = 1 ]; then
     docker image inspect "$image" >/dev/null 2>&1 || fail "SYSTEST_NO_BUILD=1 but no image $image"
 else
-    deploy/docker/build-local.sh --tag "$image"
+    deploy/docker/build-local.sh --tag "$image" --profile "${SYSTEST_PROFILE:-release}"
 fi
-SKIP_CARGO_BUILD=1 find_binaries release # kmsctl on the host, kmsd for --help
+case "${SYSTEST_PROFILE:-release}" in
+    dev | debug) bin_profile=debug ;;
+    *) bin_profile=${SYSTEST_PROFILE:-release} ;;
+esac
+SKIP_CARGO_BUILD=1 find_binaries "$bin_profile" # kmsctl on the host, kmsd for --help
 
 # ---- 2. networks, TLS -------------------------------------------------------------------------
 stage="create networks"
