@@ -37,7 +37,11 @@ async fn windows_clients_reach_the_threshold_and_the_count_caps_at_50() {
     assert_eq!(counts(addr, &win, &machines[..3]).await, vec![25, 25, 25]);
     let mut conn = connect(addr).await;
     for _ in 0..3 {
-        let (_, reply) = call(&mut conn, &request(&win, &machines[24], win.default_protocol)).await;
+        let (_, reply) = call(
+            &mut conn,
+            &request(&win, &machines[24], win.default_protocol),
+        )
+        .await;
         assert_eq!(granted(reply, "repeat").response.current_count, 25);
     }
 
@@ -68,8 +72,14 @@ async fn windows_clients_reach_the_threshold_and_the_count_caps_at_50() {
         |v| v == 55.0,
     );
     assert_eq!(live, 55.0);
-    assert_eq!(node.metric("kmsd_pool_reported_count{pool=\"windows\"}"), 50.0);
-    assert_eq!(node.metric("kmsd_pool_clients{pool=\"office2013plus\"}"), 3.0);
+    assert_eq!(
+        node.metric("kmsd_pool_reported_clients{pool=\"windows\"}"),
+        50.0
+    );
+    assert_eq!(
+        node.metric("kmsd_pool_clients{pool=\"office2013plus\"}"),
+        3.0
+    );
     assert_eq!(node.metric("kmsd_pool_clients{pool=\"office2010\"}"), 2.0);
 }
 
@@ -100,7 +110,11 @@ async fn servers_alone_cap_at_10_and_office_caps_at_10() {
     let o10 = office2010();
     let o10m: Vec<_> = (0..11).map(|_| machine(&o10)).collect();
     let seen = counts(addr, &o10, &o10m).await;
-    assert_eq!(seen, (1..=11).map(|n: u32| n.min(10)).collect::<Vec<_>>(), "office 2010");
+    assert_eq!(
+        seen,
+        (1..=11).map(|n: u32| n.min(10)).collect::<Vec<_>>(),
+        "office 2010"
+    );
 
     // Once a Windows client (N = 25) appears, the Windows cache grows to 50: the 13th
     // machine of the pool sees 13, not 10. Office stays capped at 10.

@@ -42,11 +42,13 @@ pub struct Kmsd {
     raw: Option<RawLaunch>,
 }
 
-/// A launch with exactly the given arguments and environment (no flags added), so a test can
-/// configure a node only through `--config` or `KMSD_*` variables.
-#[derive(Debug, Clone)]
+/// How a node was launched beyond the standard flags (so `restart` repeats it).
+#[derive(Debug, Clone, Default)]
 struct RawLaunch {
-    args: Vec<String>,
+    /// Exactly these arguments and no standard flags (so a test can configure a node only
+    /// through `--config` or `KMSD_*` variables).
+    args: Option<Vec<String>>,
+    /// Extra environment variables.
     envs: Vec<(String, String)>,
 }
 
@@ -62,7 +64,7 @@ impl Kmsd {
     /// listen on port 0). `data_dir` is only remembered for the caller.
     pub fn start_raw(data_dir: &Path, args: &[&str], envs: &[(&str, &str)]) -> Kmsd {
         let raw = RawLaunch {
-            args: args.iter().map(|s| s.to_string()).collect(),
+            args: Some(args.iter().map(|s| s.to_string()).collect()),
             envs: envs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -71,13 +73,27 @@ impl Kmsd {
         Self::spawn_with(data_dir.to_path_buf(), Vec::new(), Some(raw))
     }
 
+    /// Like [`Kmsd::start`] with extra environment variables (e.g. `TOKIO_WORKER_THREADS=1`
+    /// to run the node like on a one-CPU machine).
+    pub fn start_with_env(data_dir: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Kmsd {
+        let raw = RawLaunch {
+            args: None,
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        Self::spawn_with(data_dir.to_path_buf(), extra, Some(raw))
+    }
+
     fn spawn(data_dir: PathBuf, extra: Vec<String>) -> Kmsd {
         Self::spawn_with(data_dir, extra, None)
     }
 
     fn spawn_with(data_dir: PathBuf, extra: Vec<String>, raw: Option<RawLaunch>) -> Kmsd {
         let mut cmd = Command::new(bin("kmsd"));
-        match &raw {
+        match raw.as_ref().and_then(|r| r.args.as_ref()) {
             None => {
                 cmd.arg("--data-dir")
                     .arg(&data_dir)
@@ -88,10 +104,12 @@ impl Kmsd {
                     .args(["--log-format", "json"])
                     .args(&extra);
             }
-            Some(r) => {
-                cmd.args(&r.args)
-                    .envs(r.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            Some(args) => {
+                cmd.args(args);
             }
+        }
+        if let Some(r) = &raw {
+            cmd.envs(r.envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         }
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -363,4 +381,101 @@ pub fn run_kmsd(
         out_t.join().unwrap_or_default(),
         err_t.join().unwrap_or_default(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixed ports, for multi-process clusters (`--initial-cluster` must name every peer's gRPC
+// address up front, and a restarted node must come back on the addresses its clients and
+// peers know).
+
+/// The loopback ports of one node that keep their numbers across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodePorts {
+    /// KMS listener.
+    pub kms: u16,
+    /// gRPC listener (Raft peers and the admin API).
+    pub grpc: u16,
+    /// HTTP listener.
+    pub http: u16,
+}
+
+impl NodePorts {
+    /// Three free ports (see [`free_ports`]).
+    pub fn pick() -> NodePorts {
+        let p = free_ports(3);
+        NodePorts {
+            kms: p[0],
+            grpc: p[1],
+            http: p[2],
+        }
+    }
+}
+
+/// `n` distinct TCP ports free on 127.0.0.1 right now, never handed out before by this process.
+///
+/// Each candidate is checked by binding it and releasing it again. Candidates are drawn below
+/// the kernel's ephemeral range (32768–60999), so the `127.0.0.1:0` listeners and outgoing
+/// connections of other tests cannot take a port between the check and kmsd's bind (or while
+/// a node is down between a kill and its restart); when that fails, `127.0.0.1:0` is used.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    use std::collections::HashSet;
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::{Mutex, OnceLock};
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let handed = HANDED_OUT.get_or_init(Default::default);
+    let mut handed = handed.lock().unwrap_or_else(|e| e.into_inner());
+    let free = |port: u16| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+    let mut out = Vec::with_capacity(n);
+    let mut tries = 0u32;
+    while out.len() < n {
+        tries += 1;
+        let port = if tries <= 10_000 {
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u32(tries);
+            h.write_u32(std::process::id());
+            20_000 + (h.finish() % 12_000) as u16
+        } else {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+            l.local_addr().expect("local addr").port()
+        };
+        if !handed.contains(&port) && free(port) {
+            handed.insert(port);
+            out.push(port);
+        }
+        assert!(tries < 20_000, "no free loopback ports found");
+    }
+    out
+}
+
+impl Kmsd {
+    /// Start kmsd on the fixed loopback `ports` (KMS, gRPC, HTTP; DNS on port 0) with
+    /// `data_dir`, JSON logs and the `extra` flags. [`Kmsd::restart`] reuses the same ports and
+    /// flags, as an operator's unit file would.
+    pub fn start_with_ports(data_dir: &Path, ports: NodePorts, extra: &[&str]) -> Kmsd {
+        let data = data_dir.to_string_lossy().into_owned();
+        let kms = format!("127.0.0.1:{}", ports.kms);
+        let grpc = format!("127.0.0.1:{}", ports.grpc);
+        let http = format!("127.0.0.1:{}", ports.http);
+        let mut args = vec![
+            "--data-dir",
+            data.as_str(),
+            "--kms-listen",
+            kms.as_str(),
+            "--grpc-listen",
+            grpc.as_str(),
+            "--http-listen",
+            http.as_str(),
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ];
+        args.extend_from_slice(extra);
+        Self::start_raw(data_dir, &args, &[])
+    }
+
+    /// Whether this handle has a process (started and not yet stopped, killed or seen to exit).
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
 }

@@ -69,7 +69,11 @@ pub fn machine(p: &ProductSelection) -> ClientIdentity {
 }
 
 /// The request `who` sends for `p` in protocol `v` with the current time.
-pub fn request(p: &ProductSelection, who: &ClientIdentity, v: ProtocolVersion) -> ActivationRequest {
+pub fn request(
+    p: &ProductSelection,
+    who: &ClientIdentity,
+    v: ProtocolVersion,
+) -> ActivationRequest {
     client::build_request(v, p, who, 0)
 }
 
@@ -115,7 +119,11 @@ pub fn refused(reply: Reply, what: &str) -> Hresult {
 
 /// One machine activating on its own new connection with its product's default protocol
 /// (what a real client does); returns the verified response.
-pub async fn activate(addr: SocketAddr, p: &ProductSelection, who: &ClientIdentity) -> VerifiedResponse {
+pub async fn activate(
+    addr: SocketAddr,
+    p: &ProductSelection,
+    who: &ClientIdentity,
+) -> VerifiedResponse {
     activate_v(addr, p, who, p.default_protocol).await
 }
 
@@ -260,6 +268,18 @@ impl RawConn {
         }
     }
 
+    /// One call with raw KMS message bytes through the association: the response message or
+    /// the HRESULT of a refusal (RPC layer checked strictly, KMS message not verified).
+    pub async fn call_raw(&mut self, message: &[u8]) -> Result<Result<Vec<u8>, Hresult>, String> {
+        let pdu = self.assoc.request_pdu(message).map_err(|e| e.to_string())?;
+        let reply = self.round_trip(&pdu).await?;
+        match self.assoc.on_response(&reply) {
+            Ok(m) => Ok(Ok(m)),
+            Err(CallError::Kms(h)) => Ok(Err(h)),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Wait up to `within` for the host to close the connection; returns how long it took, or
     /// None if it is still open (any PDU received meanwhile is a test failure).
     pub async fn closed_within(&mut self, within: Duration) -> Option<Duration> {
@@ -328,7 +348,11 @@ impl GoodClient {
                         None => RawConn::connect(addr).await,
                     };
                     c.bind_with(ClientOptions::default()).await?;
-                    let who = if i % 2 == 0 { first.clone() } else { machine(&p) };
+                    let who = if i.is_multiple_of(2) {
+                        first.clone()
+                    } else {
+                        machine(&p)
+                    };
                     for _ in 0..2 {
                         match c.activate(&request(&p, &who, p.default_protocol)).await? {
                             Reply::Activated(_) => {}

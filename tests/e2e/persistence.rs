@@ -25,7 +25,10 @@ async fn counts_and_identity_survive_a_clean_restart() {
         before.push(r);
     }
     for (i, m) in om[..2].iter().enumerate() {
-        assert_eq!(activate(addr, &o16, m).await.response.current_count, i as u32 + 1);
+        assert_eq!(
+            activate(addr, &o16, m).await.response.current_count,
+            i as u32 + 1
+        );
     }
     let o10_before = activate(addr, &o10, &o10m).await;
     assert_eq!(o10_before.response.current_count, 1);
@@ -33,13 +36,19 @@ async fn counts_and_identity_survive_a_clean_restart() {
     let win_v4_before = activate_v(addr, &win, &wm[0], ProtocolVersion::V4).await;
 
     let status = node.stop();
-    assert!(status.success(), "SIGTERM must end kmsd cleanly: {status:?}");
+    assert!(
+        status.success(),
+        "SIGTERM must end kmsd cleanly: {status:?}"
+    );
     node.restart();
     let addr = node.kms_addr();
 
     // A known machine still sees the same count (it is not counted twice)…
     let again = activate(addr, &win, &wm[0]).await;
-    assert_eq!(again.response.current_count, 3, "known machine after restart");
+    assert_eq!(
+        again.response.current_count, 3,
+        "known machine after restart"
+    );
     // …and the next new one sees previous + 1.
     let next = activate(addr, &win, &wm[3]).await;
     assert_eq!(next.response.current_count, 4, "new machine after restart");
@@ -52,15 +61,24 @@ async fn counts_and_identity_survive_a_clean_restart() {
     assert_eq!(again.hwid, before[0].hwid, "HwId");
     assert_eq!(next.hwid, before[0].hwid, "HwId");
     let o16_after = activate(addr, &o16, &om[0]).await;
-    assert_eq!(o16_after.response.epid, o16_before.response.epid, "Office ePID");
+    assert_eq!(
+        o16_after.response.epid, o16_before.response.epid,
+        "Office ePID"
+    );
     assert_eq!(o16_after.hwid, o16_before.hwid, "HwId (Office)");
     let o10_after = activate(addr, &o10, &o10m).await;
-    assert_eq!(o10_after.response.epid, o10_before.response.epid, "Office 2010 ePID");
+    assert_eq!(
+        o10_after.response.epid, o10_before.response.epid,
+        "Office 2010 ePID"
+    );
     let win_v4_after = activate_v(addr, &win, &wm[0], ProtocolVersion::V4).await;
     assert_eq!(win_v4_after.response.epid, win_v4_before.response.epid);
     // Intervals are replicated configuration: unchanged as well.
     assert_eq!(
-        (again.response.activation_interval, again.response.renewal_interval),
+        (
+            again.response.activation_interval,
+            again.response.renewal_interval
+        ),
         (
             before[0].response.activation_interval,
             before[0].response.renewal_interval

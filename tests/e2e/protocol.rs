@@ -106,7 +106,13 @@ async fn matrix(node: &Kmsd, ndr64_enabled: bool, btfn_enabled: bool, offers: &[
 async fn protocol_matrix_on_a_default_node() {
     let dir = tempfile::tempdir().unwrap();
     let node = Kmsd::start(dir.path(), &[]);
-    let n = matrix(&node, true, true, &[Offer::Ndr32, Offer::Windows, Offer::Ndr64]).await;
+    let n = matrix(
+        &node,
+        true,
+        true,
+        &[Offer::Ndr32, Offer::Windows, Offer::Ndr64],
+    )
+    .await;
     assert_eq!(n, 3 * 3 * 2 * (1 + 3 + 2));
 }
 
@@ -114,7 +120,13 @@ async fn protocol_matrix_on_a_default_node() {
 async fn node_without_ndr64_serves_ndr32_only() {
     let dir = tempfile::tempdir().unwrap();
     let node = Kmsd::start(dir.path(), &["--ndr64", "false"]);
-    matrix(&node, false, true, &[Offer::Ndr32, Offer::Windows, Offer::Ndr64]).await;
+    matrix(
+        &node,
+        false,
+        true,
+        &[Offer::Ndr32, Offer::Windows, Offer::Ndr64],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

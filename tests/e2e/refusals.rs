@@ -80,16 +80,27 @@ async fn refusals_carry_the_right_hresult_and_keep_the_connection() {
     let mut conn = connect(addr).await;
     let good = machine(&win);
     let (_, reply) = call(&mut conn, &request(&win, &good, ProtocolVersion::V6)).await;
-    assert_eq!(granted(reply, "first good request").response.current_count, 1);
+    assert_eq!(
+        granted(reply, "first good request").response.current_count,
+        1
+    );
     for (what, req, want) in &cases {
         let (_, reply) = call(&mut conn, req).await;
         assert_eq!(refused(reply, what), *want, "{what}");
         let (_, reply) = call(&mut conn, &request(&win, &good, ProtocolVersion::V6)).await;
         let r = granted(reply, &format!("good request after: {what}"));
-        assert_eq!(r.response.current_count, 1, "a refusal must not count ({what})");
+        assert_eq!(
+            r.response.current_count, 1,
+            "a refusal must not count ({what})"
+        );
     }
     // Within the ±4 h window is fine (3 h 50 min off).
-    let near = build_request(ProtocolVersion::V6, &win, &machine(&win), 3 * 3600 + 50 * 60);
+    let near = build_request(
+        ProtocolVersion::V6,
+        &win,
+        &machine(&win),
+        3 * 3600 + 50 * 60,
+    );
     let (_, reply) = call(&mut conn, &near).await;
     assert_eq!(granted(reply, "3 h 50 min skew").response.current_count, 2);
 
@@ -120,5 +131,8 @@ async fn refusals_carry_the_right_hresult_and_keep_the_connection() {
         |v| v == 2.0,
     );
     assert_eq!(live, 2.0, "only the two accepted machines are counted");
-    assert_eq!(node.metric("kmsd_pool_clients{pool=\"office2013plus\"}"), 0.0);
+    assert_eq!(
+        node.metric("kmsd_pool_clients{pool=\"office2013plus\"}"),
+        0.0
+    );
 }

@@ -2,8 +2,9 @@
 //!
 //! Layout: global options (`-o/--output`) on [`Cli`], one [`Command`] variant per
 //! subcommand, and reusable argument groups ([`ProductArgs`], [`RpcArgs`]) flattened into
-//! the subcommands that need them. Admin subcommands over gRPC (status, member, config, …)
-//! are added as further [`Command`] variants.
+//! the subcommands that need them. The admin subcommands over gRPC (status, member, config, …)
+//! are [`Command`] variants whose arguments live in [`crate::admin`]; their connection flags
+//! ([`crate::admin::ConnectArgs`]) are global.
 
 use std::fmt;
 use std::str::FromStr;
@@ -140,6 +141,9 @@ const TOP_HELP: &str = "\
 Examples:
   kmsctl activate --kms kms1.example.net:1688 --product \"Windows 11 Enterprise\"
   kmsctl bench --kms 127.0.0.1:1688 --concurrency 32 --duration 30 -o json
+  kmsctl cert create-ca --out-dir ca/
+  kmsctl status --server kms1:1689,kms2:1689,kms3:1689
+  kmsctl config set renewal-interval 1440
   kmsctl completions bash > /etc/bash_completion.d/kmsctl";
 
 const ACTIVATE_HELP: &str = "\
@@ -205,6 +209,10 @@ pub struct Cli {
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
+    /// How the admin subcommands reach kmsd (`--server`, `--ca`, `--cert`, `--key`).
+    #[command(flatten)]
+    pub connect: crate::admin::ConnectArgs,
+
     /// The subcommand.
     #[command(subcommand)]
     pub command: Command,
@@ -219,6 +227,39 @@ pub enum Command {
     /// Load-test a KMS host with verified activations and report latency and errors.
     #[command(after_help = format!("{BENCH_HELP}{EXIT_CODES_HELP}"))]
     Bench(BenchArgs),
+    /// Create and inspect the cluster's TLS certificates: CA, nodes, operators.
+    #[command(subcommand, after_help = crate::cert::CERT_HELP)]
+    Cert(crate::cert::CertCommand),
+    /// Show the cluster: members, leader, term, health, counts against thresholds.
+    #[command(after_help = format!("{}{}", crate::admin::STATUS_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Status,
+    /// Check one node: serving, degraded, leader known (exit 0 only when all is well).
+    #[command(after_help = format!("{}{}", crate::admin::HEALTH_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Health,
+    /// Cluster membership: list, add, promote, remove.
+    #[command(subcommand, after_help = format!("Examples:\n  kmsctl member list\n  kmsctl member add 4 kms4:1689\n  kmsctl member remove 4\n\n{}{}", crate::admin::GROUP_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Member(crate::admin::MemberCommand),
+    /// Raft leadership: transfer it to another voter.
+    #[command(subcommand, after_help = format!("Example:\n  kmsctl leader transfer 2\n\n{}{}", crate::admin::GROUP_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Leader(crate::admin::LeaderCommand),
+    /// Per-pool counts: live, reported, threshold, seats, clients waiting for the threshold.
+    #[command(after_help = format!("{}{}", crate::admin::COUNTS_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Counts,
+    /// The client inventory: list, show, forget.
+    #[command(subcommand, after_help = format!("Examples:\n  kmsctl clients list --since 7d\n  kmsctl clients show CMID\n  kmsctl clients forget CMID\n\n{}{}", crate::admin::GROUP_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Clients(crate::admin::ClientsCommand),
+    /// The replicated configuration (intervals, served products, seat limits, counting).
+    #[command(subcommand, after_help = format!("Examples:\n  kmsctl config get\n  kmsctl config set renewal-interval 1440\n\n{}{}", crate::admin::GROUP_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Config(crate::admin::ConfigCommand),
+    /// The host identity every node answers with (ePIDs, HwId): show, set, rotate.
+    #[command(subcommand, after_help = format!("Examples:\n  kmsctl identity show\n  kmsctl identity rotate\n\n{}{}", crate::admin::GROUP_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Identity(crate::admin::IdentityCommand),
+    /// Write a backup (clients, configuration, identity) to a file, for `kmsd --restore`.
+    #[command(after_help = format!("{}{}", crate::admin::BACKUP_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Backup(crate::admin::BackupArgs),
+    /// Show a node's activation events (event 12290 fields), optionally following new ones.
+    #[command(after_help = format!("{}{}", crate::admin::EVENTS_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
+    Events(crate::admin::EventsArgs),
     /// Print a shell completion script.
     #[command(after_help = "Example:\n  kmsctl completions zsh > ~/.zfunc/_kmsctl")]
     Completions {

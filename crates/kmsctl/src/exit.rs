@@ -21,6 +21,9 @@ pub enum ExitClass {
     Invalid,
     /// 3: the host could not be reached, the connection broke, or a reply timed out.
     Connection,
+    /// 4: the kmsd admin API refused the caller's certificate (PERMISSION_DENIED or
+    /// UNAUTHENTICATED).
+    PermissionDenied,
     /// 64: the command line was wrong (EX_USAGE); nothing was sent.
     Usage,
 }
@@ -33,6 +36,7 @@ impl ExitClass {
             ExitClass::Refused => 1,
             ExitClass::Invalid => 2,
             ExitClass::Connection => 3,
+            ExitClass::PermissionDenied => 4,
             ExitClass::Usage => 64,
         }
     }
@@ -50,6 +54,7 @@ impl fmt::Display for ExitClass {
             ExitClass::Refused => "refused",
             ExitClass::Invalid => "invalid",
             ExitClass::Connection => "connection",
+            ExitClass::PermissionDenied => "permission_denied",
             ExitClass::Usage => "usage",
         })
     }

@@ -7,7 +7,11 @@
 //!   of §6.7, printing the ePID, HwId, count and intervals or the HRESULT of a refusal.
 //! * `kmsctl bench` is a bounded load generator on the same client code: it verifies every
 //!   response too and reports throughput, latency percentiles and errors by reason.
-//! * Admin subcommands over gRPC (status, member, config, …) join [`cli::Command`] later.
+//! * `kmsctl cert` creates the cluster CA and the node and operator certificates of the gRPC
+//!   port's mutual TLS, and shows what a certificate says ([`cert`], over `kms_tls`).
+//! * The admin subcommands (`status`, `health`, `member`, `leader`, `counts`, `clients`,
+//!   `config`, `identity`, `backup`, `events`) operate a kmsd cluster over its gRPC admin API
+//!   ([`admin`]): endpoint failover, leader hints, mutual TLS, tables or stable JSON.
 //!
 //! Layout: [`cli`] (clap definitions), [`catalog`] (product lookup, delegated to
 //! `kms_core::catalog`), [`client`] (the async KMS connection), [`activate`] and [`bench`](mod@bench)
@@ -19,8 +23,10 @@
 //! a response as valid without verifying it.
 
 pub mod activate;
+pub mod admin;
 pub mod bench;
 pub mod catalog;
+pub mod cert;
 pub mod cli;
 pub mod client;
 pub mod exit;
@@ -44,6 +50,12 @@ pub enum CommandError {
     /// Writing the output failed.
     #[error("cannot write output: {0}")]
     Output(#[from] std::io::Error),
+    /// `kmsctl cert` refused or failed (exit code 64); nothing was sent anywhere.
+    #[error(transparent)]
+    Cert(#[from] cert::CertError),
+    /// An admin subcommand failed (exit code by cause: 1, 3, 4 or 64).
+    #[error(transparent)]
+    Admin(#[from] admin::AdminError),
 }
 
 impl CommandError {
@@ -53,6 +65,8 @@ impl CommandError {
             CommandError::Catalog(_) => ExitClass::Usage,
             CommandError::Client(e) => e.class(),
             CommandError::Output(_) => ExitClass::Connection,
+            CommandError::Cert(_) => ExitClass::Usage,
+            CommandError::Admin(e) => e.class(),
         }
     }
 }
@@ -87,10 +101,47 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<ExitClass, Comman
             }
             Ok(report.exit_class)
         }
+        Command::Cert(command) => {
+            cert::run(command, cli.output, out)?;
+            Ok(ExitClass::Success)
+        }
+        Command::Status
+        | Command::Health
+        | Command::Member(_)
+        | Command::Leader(_)
+        | Command::Counts
+        | Command::Clients(_)
+        | Command::Config(_)
+        | Command::Identity(_)
+        | Command::Backup(_)
+        | Command::Events(_) => {
+            let command = admin_command(&cli.command).ok_or_else(|| {
+                admin::AdminError::Usage("not an admin subcommand".into())
+            })?;
+            Ok(admin::run(&command, &cli.connect, cli.output, out).await?)
+        }
         Command::Completions { shell } => {
             let mut cmd = Cli::command();
             clap_complete::generate(*shell, &mut cmd, "kmsctl", out);
             Ok(ExitClass::Success)
         }
     }
+}
+
+/// The admin subcommand of a command line, if it is one.
+fn admin_command(command: &Command) -> Option<admin::AdminCommand> {
+    use admin::AdminCommand as A;
+    Some(match command {
+        Command::Status => A::Status,
+        Command::Health => A::Health,
+        Command::Member(m) => A::Member(m.clone()),
+        Command::Leader(l) => A::Leader(l.clone()),
+        Command::Counts => A::Counts,
+        Command::Clients(c) => A::Clients(c.clone()),
+        Command::Config(c) => A::Config(c.clone()),
+        Command::Identity(i) => A::Identity(i.clone()),
+        Command::Backup(b) => A::Backup(b.clone()),
+        Command::Events(e) => A::Events(e.clone()),
+        _ => return None,
+    })
 }

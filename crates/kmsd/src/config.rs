@@ -300,6 +300,8 @@ pub enum ConfigError {
 /// Validated settings of one node.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// `--restore FILE` (one-shot, flag only).
+    pub restore: Option<PathBuf>,
     /// Data directory.
     pub data_dir: PathBuf,
     /// Node id (≥ 1).
@@ -410,7 +412,9 @@ impl Settings {
             }
             None => Layer::default(),
         };
-        Settings::from_layer(cli.layer.clone().or(file).or(Layer::defaults()))
+        let mut s = Settings::from_layer(cli.layer.clone().or(file).or(Layer::defaults()))?;
+        s.restore = cli.restore.clone();
+        Ok(s)
     }
 
     /// Validate a fully merged layer.
@@ -549,6 +553,7 @@ impl Settings {
             });
         }
         Ok(Settings {
+            restore: None,
             tls,
             dns,
             initial_cluster,

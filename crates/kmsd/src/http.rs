@@ -24,6 +24,8 @@ pub struct HttpState {
     pub node: Arc<kms_cluster::Node>,
     /// True while the KMS listener serves.
     pub kms_ready: Arc<AtomicBool>,
+    /// Recent activations (status page).
+    pub events: crate::events::EventHub,
 }
 
 /// Serve HTTP on `listener` until `shutdown` resolves.
@@ -78,6 +80,23 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     (code, format!("{state}\n")).into_response()
 }
 
+/// Activations listed on the status page.
+const RECENT_ON_PAGE: usize = 20;
+
+/// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -108,15 +127,16 @@ td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
             "in quorum"
         }
     ));
-    html.push_str("<h2>Members</h2><table id=\"members\"><tr><th>id</th><th>name</th><th>gRPC</th><th>KMS</th><th>role</th></tr>");
+    html.push_str("<h2>Members</h2><table id=\"members\"><tr><th>id</th><th>name</th><th>gRPC</th><th>KMS</th><th>role</th><th>healthy</th></tr>");
     for m in &st.members {
         html.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             m.id,
             esc(&m.name),
             esc(&m.grpc_addr),
             esc(&m.kms_addr),
-            m.role
+            m.role,
+            if m.healthy { "yes" } else { "<b>no</b>" }
         ));
     }
     html.push_str("</table><h2>Pools</h2><table id=\"pools\"><tr><th>pool</th><th>clients</th><th>reported</th><th>threshold</th><th></th></tr>");
@@ -135,6 +155,30 @@ td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td><span class=\"bar\"><span class=\"{class}\" style=\"width:{pct}%\"></span></span></td></tr>",
             p.pool, p.live, p.reported, p.threshold
         ));
+    }
+    html.push_str("</table><h2>Recent activations</h2><table id=\"activations\"><tr><th>time (UTC)</th><th>workstation</th><th>client machine id</th><th>pool</th><th>protocol</th><th>count</th><th>result</th></tr>");
+    let recent = s.events.subscribe(RECENT_ON_PAGE).recent;
+    for e in recent.iter().rev() {
+        let secs = e.time_unix_ms.div_euclid(1000);
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = civil_from_days(days);
+        html.push_str(&format!(
+            "<tr><td>{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}</td><td>{}</td><td>{}</td><td>{}</td><td>v{} {}</td><td>{}</td><td>{}{}</td></tr>",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60,
+            esc(&e.workstation),
+            esc(&e.client_machine_id),
+            esc(&e.pool),
+            e.protocol,
+            esc(&e.syntax),
+            e.current_count,
+            esc(&e.result),
+            if e.degraded { " (degraded)" } else { "" }
+        ));
+    }
+    if recent.is_empty() {
+        html.push_str("<tr><td colspan=\"7\">none since this node started</td></tr>");
     }
     html.push_str("</table></body></html>");
     Html(html)
@@ -209,5 +253,17 @@ pub async fn refresh_metrics(
     tokio::select! {
         _ = tick => {}
         _ = shutdown => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::civil_from_days;
+
+    #[test]
+    fn civil_dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_724), (2024, 1, 2));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
     }
 }

@@ -244,8 +244,15 @@ pub async fn run_with(
         None => None,
     };
     let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info());
+    let events = events::EventHub::new(settings.node_id);
+    let security = if tls.is_some() {
+        admin::AdminSecurity::MutualTls
+    } else {
+        admin::AdminSecurity::Insecure
+    };
     let router = kms_cluster::grpc::server(server_tls)?
-        .add_service(grpc_auth::peer_service(peer, tls.is_some()));
+        .add_service(grpc_auth::peer_service(peer, tls.is_some()))
+        .add_service(admin::admin_service(node.clone(), events.clone(), security));
     let grpc_task = tokio::spawn(kms_cluster::grpc::serve(
         grpc_listener,
         router,
@@ -267,6 +274,7 @@ pub async fn run_with(
             metrics: metrics.clone(),
             node: node.clone(),
             kms_ready: ready.clone(),
+            events: events.clone(),
         },
         wait_stop(stop_rx.clone()),
     ));
@@ -304,6 +312,11 @@ pub async fn run_with(
         }
     };
 
+    if let Some(file) = &settings.restore {
+        admin::restore(&node, file)
+            .await
+            .with_context(|| format!("restoring {}", file.display()))?;
+    }
     on_bound(BoundAddrs {
         kms: kms_addrs.clone(),
         http: http_addr,
@@ -321,7 +334,7 @@ pub async fn run_with(
         kms_listeners,
         settings.host.clone(),
         Arc::new(node.ledger()),
-        metrics.clone(),
+        Arc::new(events::WithEvents::new(metrics.clone(), events.clone())),
         shutdown,
     )
     .await;

@@ -1,0 +1,1101 @@
+//! Three nodes, one count: multi-process clusters of real `kmsd` binaries on 127.0.0.1.
+//!
+//! * Thirty clients spread round-robin over three nodes see the counts 1…30 and one identity.
+//! * `kill -9` of the leader under load: the survivors keep answering, every acknowledged
+//!   machine is counted exactly once on every node, and the killed node catches up.
+//! * A rolling restart (SIGTERM, one node at a time) under load: a client that tries the next
+//!   KMS address on a connection failure, like Windows with several SRV records, never fails.
+//! * A frozen leader (SIGSTOP ~4 s, the stand-in for a partition, which needs root on
+//!   loopback; partitions proper are in kms-cluster's in-process sim tests): the others elect a
+//!   new leader and keep committing; after SIGCONT everything converges, nothing counts twice.
+//! * A fourth node added with `--join` to a cluster holding many records catches up, is
+//!   promoted, serves, and the grown cluster survives losing an old node.
+//! * mutual TLS: a cluster with `kmsctl cert` certificates forms and counts, a node without TLS
+//!   cannot join it, and a multi-node kmsd without TLS refuses to start unless `--insecure`.
+//!
+//! Every node has fixed ports ([`NodePorts`]) so `--initial-cluster` can name them and a
+//! restarted node comes back where clients and peers expect it. The tests of this module run
+//! one at a time ([`SERIAL`]): each one runs three or four debug-build nodes plus its clients
+//! on a two-core machine. Every wait is bounded; dropping a [`Cluster`] kills its processes.
+//! Timings are never asserted (see `scripts/bench-cluster.sh` and docs/performance.md).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Parser as _;
+use kms_wire::Guid;
+use kms_wire::kms::VerifiedResponse;
+use kmsctl::catalog::ProductSelection;
+use kmsctl::client::{ClientError, ClientIdentity, ConnectionOptions, KmsConnection, Reply};
+use kmsctl::exit::ExitClass;
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinSet;
+
+use crate::harness::{Kmsd, NodePorts, metric_value, run_kmsd};
+use crate::kms::{machine, office2010, request, windows_client};
+
+/// One cluster test at a time (tokio's mutex: no poisoning, so one failure does not fail the
+/// rest, and it may be held across awaits).
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const WINDOWS_LIVE: &str = "kmsd_pool_clients{pool=\"windows\"}";
+const IS_LEADER: &str = "kmsd_raft_is_leader";
+
+/// Bound on one activation (connect, BIND, reply). Longer than the 2 s commit timeout after
+/// which a node answers in degraded mode, so a live node always answers within it.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Hard bound on any background load, whatever the test does.
+const LOAD_LIMIT: Duration = Duration::from_secs(120);
+
+// ---------------------------------------------------------------------------------------------
+// HTTP and metrics (async, bounded)
+
+/// GET `path` from `addr`: (status, body), or `None` when the node does not answer in 5 s.
+async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Poll `f` every 100 ms until it returns `Some`, for at most `limit`; panics with `what`
+/// (and the last diagnostic `f` left in `last`) on timeout.
+async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match f().await {
+            Ok(v) => return v,
+            Err(e) => e,
+        };
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}; last seen: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Activations
+
+/// How one activation attempt at one address ended.
+#[derive(Debug)]
+enum Attempt {
+    /// A verified success response.
+    Granted(Box<VerifiedResponse>),
+    /// The address could not be used (connection refused, reset, closed or timed out): a
+    /// Windows client tries the next KMS host.
+    Unreachable(String),
+    /// An HRESULT refusal or an invalid response: a failed activation.
+    Failed(String),
+}
+
+/// One machine activating on a new connection to `addr`, verified like Windows does.
+async fn attempt(addr: SocketAddr, p: &ProductSelection, who: &ClientIdentity) -> Attempt {
+    let classify = |e: ClientError| match e.class() {
+        ExitClass::Connection => Attempt::Unreachable(format!("{addr}: {e}")),
+        _ => Attempt::Failed(format!("{addr}: {e}")),
+    };
+    let opts = ConnectionOptions::new(true, true, CALL_TIMEOUT);
+    let mut conn = match KmsConnection::connect(addr, opts).await {
+        Ok(c) => c,
+        Err(e) => return classify(e),
+    };
+    match conn.activate(&request(p, who, p.default_protocol)).await {
+        Ok(out) => match out.reply {
+            Reply::Activated(v) if v.response.client_machine_id == who.cmid => {
+                Attempt::Granted(Box::new(v))
+            }
+            Reply::Activated(v) => Attempt::Failed(format!(
+                "{addr}: CMID {} not echoed (got {})",
+                who.cmid, v.response.client_machine_id
+            )),
+            Reply::Refused(h) => Attempt::Failed(format!("{addr}: refused with {h}")),
+        },
+        Err(e) => classify(e),
+    }
+}
+
+/// Like a Windows client with several SRV records: try `addrs` in turn starting at `first`,
+/// moving on only when an address is unreachable. Returns the index of the address that
+/// answered and the response, plus how many addresses were skipped.
+async fn activate_failover(
+    addrs: &[SocketAddr],
+    first: usize,
+    p: &ProductSelection,
+    who: &ClientIdentity,
+) -> (Result<(usize, VerifiedResponse), String>, u64) {
+    let mut unreachable = Vec::new();
+    for k in 0..addrs.len() {
+        let i = (first + k) % addrs.len();
+        match attempt(addrs[i], p, who).await {
+            Attempt::Granted(v) => return (Ok((i, *v)), k as u64),
+            Attempt::Failed(e) => return (Err(e), k as u64),
+            Attempt::Unreachable(e) => unreachable.push(e),
+        }
+    }
+    (
+        Err(format!("every KMS address failed: {unreachable:?}")),
+        addrs.len() as u64,
+    )
+}
+
+/// Activate `who` at `addr`; panics on anything but a verified success.
+async fn activate_at(
+    addr: SocketAddr,
+    p: &ProductSelection,
+    who: &ClientIdentity,
+) -> VerifiedResponse {
+    match attempt(addr, p, who).await {
+        Attempt::Granted(v) => *v,
+        other => panic!("activation of {} at {addr}: {other:?}", who.cmid),
+    }
+}
+
+/// Background load: `workers` clients, each activating a new machine (Windows 11 Enterprise)
+/// on a new connection every `pause`, through [`activate_failover`] over `addrs`. Bounded by
+/// [`LOAD_LIMIT`] whatever happens.
+struct Load {
+    stop: Arc<AtomicBool>,
+    /// Acknowledged machines and the index of the address that answered.
+    acked: Arc<Mutex<Vec<(Guid, usize)>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    skipped: Arc<AtomicU64>,
+    tasks: JoinSet<()>,
+}
+
+/// What a finished [`Load`] saw.
+#[derive(Debug)]
+struct LoadResult {
+    acked: Vec<(Guid, usize)>,
+    failures: Vec<String>,
+    skipped: u64,
+}
+
+impl LoadResult {
+    /// Distinct acknowledged machines.
+    fn distinct(&self) -> usize {
+        self.acked
+            .iter()
+            .map(|(g, _)| *g)
+            .collect::<BTreeSet<_>>()
+            .len()
+    }
+}
+
+impl Load {
+    fn spawn(addrs: Vec<SocketAddr>, workers: usize, pause: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<(Guid, usize)>>> = Arc::default();
+        let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let skipped = Arc::new(AtomicU64::new(0));
+        let mut tasks = JoinSet::new();
+        for w in 0..workers {
+            let (stop, acked, failures, skipped, addrs) = (
+                stop.clone(),
+                acked.clone(),
+                failures.clone(),
+                skipped.clone(),
+                addrs.clone(),
+            );
+            tasks.spawn(async move {
+                let p = windows_client();
+                let start = Instant::now();
+                let mut i = w;
+                while !stop.load(Ordering::SeqCst) && start.elapsed() < LOAD_LIMIT {
+                    let who = machine(&p);
+                    let (r, s) = activate_failover(&addrs, i, &p, &who).await;
+                    skipped.fetch_add(s, Ordering::Relaxed);
+                    match r {
+                        Ok((n, _)) => acked.lock().unwrap().push((who.cmid, n)),
+                        Err(e) => failures.lock().unwrap().push(format!("{}: {e}", who.cmid)),
+                    }
+                    i += 1;
+                    tokio::time::sleep(pause).await;
+                }
+            });
+        }
+        Load {
+            stop,
+            acked,
+            failures,
+            skipped,
+            tasks,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Wait until `n` activations were acknowledged in all (at most `limit`).
+    async fn wait_acked(&self, n: usize, limit: Duration) {
+        let start = Instant::now();
+        while self.acked() < n && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn finish(mut self) -> LoadResult {
+        self.stop.store(true, Ordering::SeqCst);
+        let drained = tokio::time::timeout(CALL_TIMEOUT * 4, async {
+            while let Some(r) = self.tasks.join_next().await {
+                r.expect("load worker panicked");
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the load workers did not stop");
+        LoadResult {
+            acked: self.acked.lock().unwrap().clone(),
+            failures: self.failures.lock().unwrap().clone(),
+            skipped: self.skipped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Whether `node` logged the activation of `cmid` as answered in degraded mode (`None` until
+/// the event line shows up).
+fn degraded_answer(node: &Kmsd, cmid: &Guid) -> Option<bool> {
+    let cmid = cmid.to_string();
+    node.log_lines().iter().rev().find_map(|l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["message"] == "activation request processed" && v["cmid"] == cmid.as_str())
+            .then(|| v["degraded"].as_bool())
+            .flatten()
+    })
+}
+
+/// [`degraded_answer`], waiting up to 5 s for the log line.
+async fn was_degraded(node: &Kmsd, cmid: &Guid) -> bool {
+    let start = Instant::now();
+    loop {
+        if let Some(d) = degraded_answer(node, cmid) {
+            return d;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "no activation event for {cmid} in the log of the node that answered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cluster
+
+/// Nodes of one cluster on fixed loopback ports, each with its data directory under one
+/// temporary directory. Dropping it kills every process.
+struct Cluster {
+    nodes: BTreeMap<u64, Kmsd>,
+    ports: BTreeMap<u64, NodePorts>,
+    /// Nodes that must not be asked anything (stopped, killed or frozen).
+    down: BTreeSet<u64>,
+    root: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Start nodes `1..=n` as a new cluster (`--initial-cluster` naming all of them) with the
+    /// flags `flags(id)` added (`--insecure`, or that node's TLS files).
+    fn start(n: u64, flags: impl Fn(u64) -> Vec<String>) -> Cluster {
+        let ports: BTreeMap<u64, NodePorts> = (1..=n).map(|id| (id, NodePorts::pick())).collect();
+        let initial = ports
+            .iter()
+            .map(|(id, p)| format!("{id}=127.0.0.1:{}", p.grpc))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            nodes: BTreeMap::new(),
+            ports,
+            down: BTreeSet::new(),
+            root: tempfile::tempdir().unwrap(),
+        };
+        for id in 1..=n {
+            let mut args = vec![
+                "--node-id".to_string(),
+                id.to_string(),
+                "--initial-cluster".into(),
+                initial.clone(),
+            ];
+            args.extend(flags(id));
+            cluster.spawn(id, cluster.ports[&id], &args);
+        }
+        cluster
+    }
+
+    /// An `n`-node cluster without TLS (`--insecure`).
+    fn insecure(n: u64) -> Cluster {
+        Self::start(n, |_| vec!["--insecure".into()])
+    }
+
+    fn data_dir(&self, id: u64) -> PathBuf {
+        self.root.path().join(format!("node{id}"))
+    }
+
+    /// Start node `id` on `ports` with `args` (its data directory is `data_dir(id)`).
+    fn spawn(&mut self, id: u64, ports: NodePorts, args: &[String]) {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let node = Kmsd::start_with_ports(&self.data_dir(id), ports, &args);
+        self.ports.insert(id, ports);
+        self.nodes.insert(id, node);
+        self.down.remove(&id);
+    }
+
+    fn node(&self, id: u64) -> &Kmsd {
+        &self.nodes[&id]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut Kmsd {
+        self.nodes.get_mut(&id).unwrap()
+    }
+
+    fn kms(&self, id: u64) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[&id].kms))
+    }
+
+    fn grpc(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.ports[&id].grpc)
+    }
+
+    fn http(&self, id: u64) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[&id].http))
+    }
+
+    /// Nodes that are up (not stopped, killed or frozen).
+    fn up(&self) -> Vec<u64> {
+        self.nodes
+            .keys()
+            .copied()
+            .filter(|id| !self.down.contains(id))
+            .collect()
+    }
+
+    /// One series of node `id`'s `/metrics` (`None` if the node does not answer).
+    async fn metric(&self, id: u64, series: &str) -> Option<f64> {
+        assert!(!self.down.contains(&id), "node {id} is down");
+        let (status, body) = http_get(self.http(id), "/metrics").await?;
+        if status != 200 {
+            return None;
+        }
+        Some(metric_value(&body, series).unwrap_or(0.0))
+    }
+
+    /// `/readyz` of node `id`.
+    async fn readyz(&self, id: u64) -> Option<(u16, String)> {
+        assert!(!self.down.contains(&id), "node {id} is down");
+        http_get(self.http(id), "/readyz").await
+    }
+
+    /// Wait until every node in `ids` answers `/readyz` 200 "in quorum".
+    async fn wait_in_quorum(&self, ids: &[u64], limit: Duration) {
+        eventually("every node in quorum", limit, || async move {
+            for &id in ids {
+                match self.readyz(id).await {
+                    Some((200, body)) if body.contains("in quorum") => {}
+                    other => return Err(format!("node {id}: {other:?}")),
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The node among `ids` whose `/metrics` says it leads, once exactly one of them does
+    /// (the gauge is refreshed every second).
+    async fn leader_among(&self, ids: &[u64], limit: Duration) -> u64 {
+        eventually("exactly one leader", limit, || async move {
+            let mut leaders = Vec::new();
+            for &id in ids {
+                match self.metric(id, IS_LEADER).await {
+                    Some(1.0) => leaders.push(id),
+                    Some(_) => {}
+                    None => return Err(format!("node {id} does not answer /metrics")),
+                }
+            }
+            match leaders.as_slice() {
+                [one] => Ok(*one),
+                more => Err(format!("nodes claiming to lead: {more:?}")),
+            }
+        })
+        .await
+    }
+
+    /// Wait until node `id` has applied everything the leader had committed when the wait
+    /// began.
+    async fn wait_caught_up(&self, id: u64, limit: Duration) {
+        let up = self.up();
+        let leader = self.leader_among(&up, limit).await;
+        let target = self
+            .metric(leader, "kmsd_raft_commit_index")
+            .await
+            .unwrap_or(0.0);
+        eventually("a node caught up with the leader", limit, || async move {
+            match self.metric(id, "kmsd_raft_applied_index").await {
+                Some(v) if v >= target => Ok(()),
+                other => Err(format!("node {id} applied {other:?} of {target}")),
+            }
+        })
+        .await
+    }
+
+    /// The live Windows count of each node in `ids`.
+    async fn counts(&self, ids: &[u64]) -> BTreeMap<u64, Option<f64>> {
+        let mut out = BTreeMap::new();
+        for &id in ids {
+            out.insert(id, self.metric(id, WINDOWS_LIVE).await);
+        }
+        out
+    }
+
+    /// Wait until every node in `ids` counts exactly `expected` Windows clients.
+    async fn wait_count(&self, ids: &[u64], expected: usize, limit: Duration) {
+        let what = format!("nodes {ids:?} to count {expected} Windows clients");
+        eventually(&what, limit, || async move {
+            let counts = self.counts(ids).await;
+            if counts.values().all(|c| *c == Some(expected as f64)) {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        })
+        .await
+    }
+
+    /// Wait until every node in `ids` answers activations from replicated state (the host
+    /// identity has reached it): one Office 2010 machine per node, retried while refused.
+    /// Office 2010 has its own pool, so the Windows count stays untouched.
+    async fn wait_serving(&self, ids: &[u64], limit: Duration) {
+        self.wait_in_quorum(ids, limit).await;
+        let p = office2010();
+        for &id in ids {
+            let addr = self.kms(id);
+            let p = &p;
+            eventually("a node answering activations", limit, || async move {
+                match attempt(addr, p, &machine(p)).await {
+                    Attempt::Granted(_) => Ok(()),
+                    other => Err(format!("node {id}: {other:?}")),
+                }
+            })
+            .await;
+        }
+    }
+
+    /// Members and roles ("leader", "follower", "learner") on node `id`'s status page.
+    async fn members(&self, id: u64) -> Option<BTreeMap<u64, String>> {
+        assert!(!self.down.contains(&id), "node {id} is down");
+        let (status, page) = http_get(self.http(id), "/").await?;
+        if status != 200 {
+            return None;
+        }
+        let table = page
+            .split("<table id=\"members\">")
+            .nth(1)?
+            .split("</table>")
+            .next()?;
+        let mut out = BTreeMap::new();
+        for row in table.split("<tr>").skip(2) {
+            let cells: Vec<&str> = row
+                .split("<td>")
+                .skip(1)
+                .map(|c| c.split("</td>").next().unwrap_or(""))
+                .collect();
+            let (Some(id), Some(role)) = (cells.first(), cells.last()) else {
+                continue;
+            };
+            out.insert(id.parse().ok()?, role.to_string());
+        }
+        Some(out)
+    }
+
+    /// `kill -9` node `id`.
+    fn kill9(&mut self, id: u64) {
+        self.down.insert(id);
+        self.node_mut(id).kill9();
+    }
+
+    /// SIGTERM node `id` and wait for a clean exit.
+    fn stop(&mut self, id: u64) {
+        self.down.insert(id);
+        let status = self.node_mut(id).stop();
+        assert!(
+            status.success(),
+            "node {id} exited with {status} after SIGTERM"
+        );
+    }
+
+    /// Start a stopped or killed node again: same data directory, ports and flags.
+    fn restart(&mut self, id: u64) {
+        self.node_mut(id).restart();
+        self.down.remove(&id);
+    }
+
+    /// SIGSTOP (`freeze`) or SIGCONT node `id`.
+    fn freeze(&mut self, id: u64, frozen: bool) {
+        let node = &self.nodes[&id];
+        assert!(
+            node.is_running() && node.pid() != 0,
+            "node {id} is not running"
+        );
+        node.signal(if frozen { "STOP" } else { "CONT" });
+        if frozen {
+            self.down.insert(id);
+        } else {
+            self.down.remove(&id);
+        }
+    }
+}
+
+/// The other two of nodes 1, 2, 3.
+fn others(of: u64) -> Vec<u64> {
+    [1, 2, 3].into_iter().filter(|id| *id != of).collect()
+}
+
+/// Run `kmsctl -o json <args>` through the library; returns the document.
+async fn kmsctl_json(args: &[&str]) -> Value {
+    let mut argv = vec!["kmsctl", "-o", "json"];
+    argv.extend_from_slice(args);
+    let cli = kmsctl::cli::Cli::try_parse_from(&argv).expect("kmsctl arguments");
+    let mut out = Vec::new();
+    kmsctl::execute(&cli, &mut out)
+        .await
+        .unwrap_or_else(|e| panic!("kmsctl {args:?}: {e}"));
+    serde_json::from_slice(&out).expect("kmsctl JSON output")
+}
+
+/// Activate `n` new Windows machines round-robin over `ids`; returns their CMIDs.
+async fn activate_round_robin(c: &Cluster, ids: &[u64], n: usize) -> Vec<Guid> {
+    let p = windows_client();
+    let mut out = Vec::new();
+    for i in 0..n {
+        let who = machine(&p);
+        activate_at(c.kms(ids[i % ids.len()]), &p, &who).await;
+        out.push(who.cmid);
+    }
+    out
+}
+
+/// Renew every machine in `cmids` at `addr` (4 concurrent clients); every one must be granted.
+async fn renew_all(addr: SocketAddr, cmids: &[Guid]) {
+    let chunk = cmids.len().div_ceil(4).max(1);
+    let mut set = JoinSet::new();
+    for part in cmids.chunks(chunk) {
+        let part = part.to_vec();
+        set.spawn(async move {
+            let p = windows_client();
+            for cmid in part {
+                let mut who = machine(&p);
+                who.cmid = cmid;
+                activate_at(addr, &p, &who).await;
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("renewal worker panicked");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_clients_round_robin_over_three_nodes_see_one_count() {
+    let _serial = SERIAL.lock().await;
+    let c = Cluster::insecure(3);
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+
+    let p = windows_client();
+    let mut epids = BTreeSet::new();
+    let mut hwids = BTreeSet::new();
+    for i in 1..=30u32 {
+        let id = u64::from((i - 1) % 3 + 1);
+        let r = activate_at(c.kms(id), &p, &machine(&p)).await;
+        assert_eq!(
+            r.response.current_count, i,
+            "client {i} (at node {id}) saw count {}, expected {i}",
+            r.response.current_count
+        );
+        epids.insert(r.response.epid.clone());
+        hwids.insert(r.hwid);
+    }
+    assert_eq!(epids.len(), 1, "one host, one ePID: {epids:?}");
+    assert_eq!(hwids.len(), 1, "one host, one HwId: {hwids:?}");
+    c.wait_count(&[1, 2, 3], 30, Duration::from_secs(10)).await;
+    for id in [1, 2, 3] {
+        assert_eq!(
+            c.metric(id, "kmsd_degraded_journal_entries").await,
+            Some(0.0)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_client() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::insecure(3);
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+    let earlier = activate_round_robin(&c, &[1, 2, 3], 6).await;
+
+    let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(10)).await;
+    let survivors = others(leader);
+    let addrs: Vec<SocketAddr> = survivors.iter().map(|id| c.kms(*id)).collect();
+    let load = Load::spawn(addrs, 6, Duration::from_millis(10));
+    load.wait_acked(100, Duration::from_secs(15)).await;
+    let before_kill = load.acked();
+    c.kill9(leader);
+    let killed_at = Instant::now();
+    // Keep the load going through the election and some time after it.
+    let new_leader = c.leader_among(&survivors, Duration::from_secs(20)).await;
+    let elected_after = killed_at.elapsed();
+    load.wait_acked(load.acked() + 100, Duration::from_secs(15))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let result = load.finish().await;
+    assert!(
+        result.failures.is_empty(),
+        "{} activation(s) failed on the surviving nodes: {:?}",
+        result.failures.len(),
+        &result.failures[..result.failures.len().min(5)]
+    );
+    let after_kill = result.acked.len() - before_kill;
+    assert!(
+        after_kill >= 50,
+        "only {after_kill} activations after the kill"
+    );
+    let degraded = {
+        let mut n = 0;
+        for (cmid, i) in &result.acked[before_kill..] {
+            if degraded_answer(c.node(survivors[*i]), cmid) == Some(true) {
+                n += 1;
+            }
+        }
+        n
+    };
+    eprintln!(
+        "leader {leader} killed after {before_kill} activations; node {new_leader} leads \
+         (seen {elected_after:?} after the kill); {after_kill} activations after the kill, \
+         {degraded} of them answered in degraded mode"
+    );
+
+    // The killed node comes back with its data and catches up; every node counts every
+    // acknowledged machine exactly once.
+    c.restart(leader);
+    c.wait_in_quorum(&[1, 2, 3], Duration::from_secs(60)).await;
+    let expected = earlier.len() + result.distinct();
+    c.wait_count(&[1, 2, 3], expected, Duration::from_secs(60))
+        .await;
+    // It knows each of them: renewing them all at the restarted node adds nobody.
+    let acked: Vec<Guid> = result.acked.iter().map(|(g, _)| *g).collect();
+    renew_all(c.kms(leader), &acked).await;
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    c.wait_count(&[1, 2, 3], expected, Duration::from_secs(5))
+        .await;
+    // And it takes new machines again.
+    activate_round_robin(&c, &[leader], 1).await;
+    c.wait_count(&[1, 2, 3], expected + 1, Duration::from_secs(20))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restart_under_load_fails_no_client_that_tries_every_address() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::insecure(3);
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+    let addrs: Vec<SocketAddr> = [1, 2, 3].iter().map(|id| c.kms(*id)).collect();
+    let load = Load::spawn(addrs, 6, Duration::from_millis(10));
+    load.wait_acked(50, Duration::from_secs(15)).await;
+    for id in [1, 2, 3] {
+        let t = Instant::now();
+        c.stop(id);
+        let stopped = t.elapsed();
+        let during = load.acked();
+        // Down for a moment, as a real restart is: the load meets the closed port.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        c.restart(id);
+        // Back, ready and caught up with the leader before the next one goes.
+        c.wait_in_quorum(&[id], Duration::from_secs(60)).await;
+        c.wait_caught_up(id, Duration::from_secs(60)).await;
+        eprintln!(
+            "node {id}: SIGTERM → exit {stopped:?}, back in quorum {:?} after the signal, \
+             {} activations meanwhile",
+            t.elapsed(),
+            load.acked() - during
+        );
+        load.wait_acked(load.acked() + 30, Duration::from_secs(15))
+            .await;
+    }
+    let result = load.finish().await;
+    assert!(
+        result.failures.is_empty(),
+        "{} activation(s) failed during the rolling restart: {:?}",
+        result.failures.len(),
+        &result.failures[..result.failures.len().min(5)]
+    );
+    eprintln!(
+        "rolling restart: {} activations, {} connection failures moved to the next address",
+        result.acked.len(),
+        result.skipped
+    );
+    c.wait_in_quorum(&[1, 2, 3], Duration::from_secs(30)).await;
+    c.wait_count(&[1, 2, 3], result.distinct(), Duration::from_secs(60))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_and_rejoins_without_double_counting() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::insecure(3);
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+    let earlier = activate_round_robin(&c, &[1, 2, 3], 6).await;
+
+    let old = c.leader_among(&[1, 2, 3], Duration::from_secs(10)).await;
+    let survivors = others(old);
+    let addrs: Vec<SocketAddr> = survivors.iter().map(|id| c.kms(*id)).collect();
+    let load = Load::spawn(addrs, 4, Duration::from_millis(20));
+    load.wait_acked(40, Duration::from_secs(15)).await;
+
+    c.freeze(old, true);
+    let frozen_at = Instant::now();
+    let new = c.leader_among(&survivors, Duration::from_secs(15)).await;
+    assert_ne!(new, old);
+    let elected_after = frozen_at.elapsed();
+    // The survivors commit again: each answers a new machine from the replicated state, not
+    // from its degraded-mode journal (the journal of a node that waited for the frozen leader
+    // drains first).
+    let p = windows_client();
+    let mut committed = Vec::new();
+    for &id in &survivors {
+        let node = c.node(id);
+        let addr = c.kms(id);
+        let p = &p;
+        let cmid = eventually(
+            "a committed (non-degraded) activation",
+            Duration::from_secs(15),
+            || async move {
+                let who = machine(p);
+                activate_at(addr, p, &who).await;
+                if was_degraded(node, &who.cmid).await {
+                    Err(format!("node {id} still answers in degraded mode"))
+                } else {
+                    Ok(who.cmid)
+                }
+            },
+        )
+        .await;
+        committed.push(cmid);
+    }
+    // Stay frozen ~4 s in all.
+    let frozen_for = Duration::from_secs(4);
+    if let Some(rest) = frozen_for.checked_sub(frozen_at.elapsed()) {
+        tokio::time::sleep(rest).await;
+    }
+    c.freeze(old, false);
+    eprintln!(
+        "leader {old} frozen for {:?}; node {new} leads (seen {elected_after:?} after SIGSTOP)",
+        frozen_at.elapsed()
+    );
+    load.wait_acked(load.acked() + 40, Duration::from_secs(15))
+        .await;
+    let result = load.finish().await;
+    assert!(
+        result.failures.is_empty(),
+        "{} activation(s) failed on the nodes that were not frozen: {:?}",
+        result.failures.len(),
+        &result.failures[..result.failures.len().min(5)]
+    );
+
+    // The old leader steps down, catches up, and everyone agrees on one count.
+    c.wait_in_quorum(&[1, 2, 3], Duration::from_secs(30)).await;
+    let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(15)).await;
+    assert_ne!(
+        leader, old,
+        "the frozen node should have lost its leadership"
+    );
+    let mut expected = earlier.len() + committed.len() + result.distinct();
+    c.wait_count(&[1, 2, 3], expected, Duration::from_secs(60))
+        .await;
+    // The thawed node serves and counts its clients once.
+    let p = windows_client();
+    let who = machine(&p);
+    activate_at(c.kms(old), &p, &who).await;
+    activate_at(c.kms(old), &p, &who).await;
+    expected += 1;
+    c.wait_count(&[1, 2, 3], expected, Duration::from_secs(20))
+        .await;
+}
+
+/// Records in the cluster before the fourth node joins. Filling through the KMS port with
+/// debug builds runs at roughly 850 new activations/s on two cores, so the test uses 21 000;
+/// `scripts/bench-cluster.sh` measures joins into 100 000 and more records with release builds.
+const JOIN_RECORDS: u64 = 21_000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_a_cluster_with_many_records_and_serves() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::insecure(3);
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+
+    // Fill: three kmsctl bench runs at once, one per node, every request a new machine.
+    let per_node = (JOIN_RECORDS / 3).to_string();
+    let filled_at = Instant::now();
+    let (a, b, d) = tokio::join!(
+        fill(c.kms(1), &per_node),
+        fill(c.kms(2), &per_node),
+        fill(c.kms(3), &per_node)
+    );
+    let fill_time = filled_at.elapsed();
+    let mut total = 0;
+    for r in [&a, &b, &d] {
+        let (ok, req) = (
+            r["successes"].as_u64().unwrap(),
+            r["requests"].as_u64().unwrap(),
+        );
+        assert_eq!(ok, req, "every fill request succeeds: {r:#}");
+        total += ok;
+    }
+    assert_eq!(total, JOIN_RECORDS);
+    eprintln!(
+        "filled {total} records in {fill_time:?} ({:.0}/s)",
+        total as f64 / fill_time.as_secs_f64()
+    );
+    c.wait_count(&[1, 2, 3], total as usize, Duration::from_secs(60))
+        .await;
+
+    // `--join` alone: the leader adds the node as a learner, waits for it to catch up and
+    // promotes it.
+    let join_addr = c.grpc(1);
+    let joined_at = Instant::now();
+    c.spawn(
+        4,
+        NodePorts::pick(),
+        &[
+            "--node-id".into(),
+            "4".into(),
+            "--join".into(),
+            join_addr,
+            "--insecure".into(),
+        ],
+    );
+    c.wait_count(&[4], total as usize, Duration::from_secs(90))
+        .await;
+    let caught_up = joined_at.elapsed();
+    eventually("node 4 promoted to voter", Duration::from_secs(30), || {
+        let c = &c;
+        async move {
+            let mut seen = Vec::new();
+            for id in [1, 2, 3, 4] {
+                let m = c
+                    .members(id)
+                    .await
+                    .ok_or(format!("node {id}: no status page"))?;
+                let ok =
+                    m.len() == 4 && m.get(&4).is_some_and(|r| r == "leader" || r == "follower");
+                seen.push((id, m));
+                if !ok {
+                    return Err(format!("{seen:?}"));
+                }
+            }
+            Ok(())
+        }
+    })
+    .await;
+    eprintln!("node 4 caught up with {total} records {caught_up:?} after it started");
+    c.wait_in_quorum(&[4], Duration::from_secs(30)).await;
+
+    // It serves: new machines at node 4 count on every node.
+    let new = activate_round_robin(&c, &[4], 3).await;
+    let mut expected = total as usize + new.len();
+    c.wait_count(&[1, 2, 3, 4], expected, Duration::from_secs(20))
+        .await;
+
+    // Four voters: with one old node stopped, the other three are still a quorum and commit.
+    let leader = c.leader_among(&[1, 2, 3, 4], Duration::from_secs(10)).await;
+    let victim = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    c.stop(victim);
+    let rest: Vec<u64> = c.up();
+    let p = windows_client();
+    for &id in &rest {
+        let who = machine(&p);
+        activate_at(c.kms(id), &p, &who).await;
+        assert!(
+            !was_degraded(c.node(id), &who.cmid).await,
+            "node {id} answered in degraded mode with node {victim} stopped: the remaining \
+             three of four voters should commit"
+        );
+        expected += 1;
+    }
+    c.wait_count(&rest, expected, Duration::from_secs(20)).await;
+}
+
+/// `kmsctl bench` at `kms`: `n` new machines, 16 at a time.
+async fn fill(kms: SocketAddr, n: &str) -> Value {
+    let kms = kms.to_string();
+    kmsctl_json(&[
+        "bench",
+        "--kms",
+        &kms,
+        "--clients",
+        "0",
+        "--requests",
+        n,
+        "--concurrency",
+        "16",
+        "--timeout",
+        "10",
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_cluster_forms_and_counts_and_keeps_plaintext_nodes_out() {
+    let _serial = SERIAL.lock().await;
+    let certs = tempfile::tempdir().unwrap();
+    let dir = |name: &str| certs.path().join(name).to_string_lossy().into_owned();
+    kmsctl_json(&["cert", "create-ca", "--out-dir", &dir("ca")]).await;
+    for id in 1..=3 {
+        kmsctl_json(&[
+            "cert",
+            "create-node",
+            &format!("kmsd-{id}"),
+            "--host",
+            "127.0.0.1",
+            "--ca-dir",
+            &dir("ca"),
+            "--out-dir",
+            &dir(&format!("node{id}")),
+        ])
+        .await;
+    }
+    let mut c = Cluster::start(3, |id| {
+        let d = dir(&format!("node{id}"));
+        vec![
+            "--tls-ca".into(),
+            format!("{d}/ca.crt"),
+            "--tls-cert".into(),
+            format!("{d}/node.crt"),
+            "--tls-key".into(),
+            format!("{d}/node.key"),
+        ]
+    });
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+    let p = windows_client();
+    for i in 1..=9u32 {
+        let id = u64::from((i - 1) % 3 + 1);
+        let r = activate_at(c.kms(id), &p, &machine(&p)).await;
+        assert_eq!(r.response.current_count, i, "client {i} at node {id}");
+    }
+    c.wait_count(&[1, 2, 3], 9, Duration::from_secs(10)).await;
+    for id in [1, 2, 3] {
+        let log = c.node(id).log_lines().join("\n");
+        assert!(log.contains("mutual TLS"), "node {id} did not report TLS");
+    }
+
+    // A node without TLS (clear text, --insecure) cannot join it.
+    let join_addr = c.grpc(1);
+    c.spawn(
+        4,
+        NodePorts::pick(),
+        &[
+            "--node-id".into(),
+            "4".into(),
+            "--join".into(),
+            join_addr,
+            "--insecure".into(),
+        ],
+    );
+    eventually(
+        "the plaintext node's join to fail",
+        Duration::from_secs(20),
+        || {
+            let c = &c;
+            async move {
+                let failed = c
+                    .node(4)
+                    .log_lines()
+                    .iter()
+                    .filter(|l| l.contains("join failed"))
+                    .count();
+                (failed >= 2)
+                    .then_some(())
+                    .ok_or(format!("{failed} failed attempts logged"))
+            }
+        },
+    )
+    .await;
+    let outsider = c.readyz(4).await;
+    assert!(
+        !outsider
+            .as_ref()
+            .is_some_and(|(_, b)| b.contains("in quorum")),
+        "the plaintext node claims to be in quorum: {outsider:?}"
+    );
+    assert_eq!(c.metric(4, WINDOWS_LIVE).await, Some(0.0));
+    for id in [1, 2, 3] {
+        let m = c.members(id).await.expect("status page");
+        assert_eq!(
+            m.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "node {id}: {m:?}"
+        );
+    }
+    // The cluster is unaffected.
+    activate_round_robin(&c, &[2], 1).await;
+    c.wait_count(&[1, 2, 3], 10, Duration::from_secs(10)).await;
+    c.stop(4);
+
+    // Multi-node without TLS and without --insecure: refused at startup, naming --insecure.
+    let data = tempfile::tempdir().unwrap();
+    let data_s = data.path().to_string_lossy().into_owned();
+    let nowhere = crate::harness::free_ports(2);
+    let peers = format!("1=127.0.0.1:{},2=127.0.0.1:{}", nowhere[0], nowhere[1]);
+    let join = format!("127.0.0.1:{}", nowhere[0]);
+    for (what, flags) in [
+        ("--initial-cluster", ["--initial-cluster", peers.as_str()]),
+        ("--join", ["--join", join.as_str()]),
+    ] {
+        let node_id = if what == "--join" { "5" } else { "1" };
+        let mut args = vec![
+            "--data-dir",
+            &data_s,
+            "--node-id",
+            node_id,
+            "--kms-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--dns-listen",
+            "127.0.0.1:0",
+        ];
+        args.extend(flags);
+        let (status, _out, err) = run_kmsd(&args, &[], Duration::from_secs(30));
+        assert!(
+            !status.success(),
+            "kmsd {what} without TLS or --insecure started: {err}"
+        );
+        assert!(
+            err.contains("--insecure"),
+            "kmsd {what} without TLS: the error does not name --insecure: {err}"
+        );
+    }
+}

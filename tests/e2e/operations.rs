@@ -1,0 +1,364 @@
+//! Operating a node: HTTP endpoints, configuration through flags / TOML / `KMSD_*` variables,
+//! shutdown on SIGTERM, and clear failures at startup.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Kmsd, metric_value, run_kmsd};
+use crate::kms::*;
+
+const RUN: Duration = Duration::from_secs(30);
+
+/// Flags that keep a node on loopback ephemeral ports with JSON logs.
+fn loopback_flags(data_dir: &str) -> Vec<String> {
+    [
+        "--data-dir",
+        data_dir,
+        "--kms-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_status_page_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Kmsd::start(dir.path(), &[]);
+    let win = windows_client();
+    activate(node.kms_addr(), &win, &machine(&win)).await;
+    let o10 = office2010();
+    activate(node.kms_addr(), &o10, &machine(&o10)).await;
+
+    let (code, body) = node.http_get("/healthz");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = node.http_get("/readyz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("in quorum"), "/readyz: {body}");
+    let (code, body) = node.http_get("/");
+    assert_eq!(code, 200);
+    assert!(
+        body.contains("kmsd node 1") && body.contains("windows"),
+        "{body}"
+    );
+    let (code, _) = node.http_get("/no-such-page");
+    assert_eq!(code, 404);
+
+    let m = node.metrics();
+    for series in [
+        "kmsd_activations_total{pool=\"windows\",protocol=\"6\",result=\"success\"}",
+        "kmsd_activations_total{pool=\"office2010\",protocol=\"4\",result=\"success\"}",
+        "kmsd_activation_duration_seconds_count{protocol=\"6\"}",
+        "kmsd_build_info{node_id=\"1\",version=\"0.1.0\"}",
+    ] {
+        assert_eq!(metric_value(&m, series), Some(1.0), "{series} in:\n{m}");
+    }
+    for name in [
+        "kmsd_connections_open",
+        "kmsd_pool_clients",
+        "kmsd_pool_reported_clients",
+        "kmsd_pool_threshold",
+        "kmsd_raft_term",
+        "kmsd_raft_is_leader",
+        "kmsd_raft_commit_index",
+        "kmsd_raft_applied_index",
+        "kmsd_degraded_journal_entries",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(
+            m.lines().any(|l| l.starts_with(name)),
+            "{name} missing:\n{m}"
+        );
+    }
+    assert_eq!(
+        node.wait_metric("kmsd_raft_is_leader", Duration::from_secs(5), |v| v == 1.0),
+        1.0
+    );
+    assert_eq!(
+        node.wait_metric(
+            "kmsd_pool_threshold{pool=\"windows\"}",
+            Duration::from_secs(5),
+            |v| v == 25.0
+        ),
+        25.0
+    );
+    // One line per activation in the log, with the fields of event 12290.
+    let lines = node.log_lines();
+    let events: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["event_id"] == 12290)
+        .collect();
+    assert_eq!(events.len(), 2, "activation events in the log");
+    for key in [
+        "cmid",
+        "workstation",
+        "hresult",
+        "current_count",
+        "sku_id",
+        "source",
+    ] {
+        assert!(
+            !events[0][key].is_null(),
+            "event field {key}: {}",
+            events[0]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn printed_config_is_accepted_by_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = loopback_flags(data.to_str().unwrap());
+    args.extend(
+        [
+            "--print-config",
+            "--name",
+            "printed",
+            "--idle-timeout-secs",
+            "17",
+            "--btfn",
+            "false",
+        ]
+        .map(String::from),
+    );
+    let (st, toml, err) = run_kmsd(&strs(&args), &[], RUN);
+    assert!(st.success(), "--print-config failed: {err}");
+    for want in [
+        "name = \"printed\"",
+        "idle-timeout-secs = 17",
+        "btfn = false",
+    ] {
+        assert!(toml.contains(want), "{want} not in:\n{toml}");
+    }
+    let file = dir.path().join("kmsd.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let file = file.to_str().unwrap();
+
+    // Printing again from the file gives the same configuration.
+    let (st, again, err) = run_kmsd(&["--config", file, "--print-config"], &[], RUN);
+    assert!(st.success(), "{err}");
+    assert_eq!(again, toml);
+
+    // A node configured only by that file runs with it.
+    let node = Kmsd::start_raw(&data, &["--config", file], &[]);
+    let (_, page) = node.http_get("/");
+    assert!(page.contains("printed"), "node name from the file: {page}");
+    let conn = connect(node.kms_addr()).await;
+    assert_eq!(
+        conn.association().btfn_ack(),
+        None,
+        "btfn = false from the file"
+    );
+    let win = windows_client();
+    assert_eq!(
+        activate(node.kms_addr(), &win, &machine(&win))
+            .await
+            .response
+            .current_count,
+        1
+    );
+}
+
+#[test]
+fn bad_configuration_exits_2_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("data-dir = \"/tmp/x\"\nbogus-key = 1\n", "bogus-key"),
+        ("idle-timeout-secs = \"soon\"\n", "idle-timeout-secs"),
+        ("idle-timeout-secs = 0\n", "idle-timeout-secs"),
+        ("node-id = 0\n", "node-id"),
+        ("max-pdu-size = 100\n", "max-pdu-size"),
+        ("name = \"not a label\"\n", "name"),
+        ("allow-client = [\"10.0.0.0/33\"]\n", "allow-client"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let file = dir.path().join(format!("bad{i}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let (st, out, err) = run_kmsd(&["--config", file.to_str().unwrap()], &[], RUN);
+        assert_eq!(st.code(), Some(2), "{text:?}: {st:?} {err}");
+        assert!(out.is_empty(), "{text:?}: nothing on stdout: {out}");
+        assert!(
+            err.contains(key),
+            "{text:?}: the message must name {key}: {err}"
+        );
+    }
+    // A missing file.
+    let missing = dir.path().join("missing.toml");
+    let (st, _, err) = run_kmsd(&["--config", missing.to_str().unwrap()], &[], RUN);
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("missing.toml"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kmsd_environment_variables_configure_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kmsd.toml");
+    std::fs::write(&file, "name = \"from-file\"\nidle-timeout-secs = 9\n").unwrap();
+    let file = file.to_str().unwrap();
+
+    // Precedence: flag > environment > file > default.
+    let (st, toml, err) = run_kmsd(
+        &["--config", file, "--print-config"],
+        &[("KMSD_NAME", "from-env"), ("KMSD_MAX_PDU_SIZE", "1024")],
+        RUN,
+    );
+    assert!(st.success(), "{err}");
+    for want in [
+        "name = \"from-env\"",
+        "idle-timeout-secs = 9",
+        "max-pdu-size = 1024",
+    ] {
+        assert!(toml.contains(want), "{want} not in:\n{toml}");
+    }
+    let (_, toml, _) = run_kmsd(
+        &["--config", file, "--print-config", "--name", "from-flag"],
+        &[("KMSD_NAME", "from-env")],
+        RUN,
+    );
+    assert!(toml.contains("name = \"from-flag\""), "{toml}");
+    let (st, _, err) = run_kmsd(&["--print-config"], &[("KMSD_IDLE_TIMEOUT_SECS", "0")], RUN);
+    assert_eq!(
+        st.code(),
+        Some(2),
+        "an invalid value from the environment: {err}"
+    );
+
+    // A node configured only through the environment.
+    let data = dir.path().join("data");
+    let node = Kmsd::start_raw(
+        &data,
+        &[],
+        &[
+            ("KMSD_DATA_DIR", data.to_str().unwrap()),
+            ("KMSD_KMS_LISTEN", "127.0.0.1:0"),
+            ("KMSD_HTTP_LISTEN", "127.0.0.1:0"),
+            ("KMSD_GRPC_LISTEN", "127.0.0.1:0"),
+            ("KMSD_DNS_LISTEN", "127.0.0.1:0"),
+            ("KMSD_LOG_FORMAT", "json"),
+            ("KMSD_NAME", "env-node"),
+            ("KMSD_BTFN", "false"),
+            ("KMSD_NDR64", "false"),
+        ],
+    );
+    assert!(
+        data.join("store").exists() || data.exists(),
+        "data dir from KMSD_DATA_DIR"
+    );
+    let (_, page) = node.http_get("/");
+    assert!(page.contains("env-node"), "{page}");
+    let conn = connect(node.kms_addr()).await;
+    assert_eq!(conn.association().btfn_ack(), None, "KMSD_BTFN=false");
+    assert_eq!(conn.association().ndr64_context(), None, "KMSD_NDR64=false");
+    let win = windows_client();
+    activate(node.kms_addr(), &win, &machine(&win)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_connections_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let drain = Duration::from_secs(2);
+    let mut node = Kmsd::start(
+        dir.path(),
+        &["--drain-timeout-secs", "2", "--idle-timeout-secs", "60"],
+    );
+    let addr = node.kms_addr();
+    let win = windows_client();
+    // An idle connection that has activated, a bound idle one, and one in the middle of a PDU.
+    let mut used = connect(addr).await;
+    let (_, reply) = call(
+        &mut used,
+        &request(&win, &machine(&win), win.default_protocol),
+    )
+    .await;
+    granted(reply, "before SIGTERM");
+    let mut idle = RawConn::connect(addr).await;
+    idle.bind().await;
+    let mut partial = RawConn::connect(addr).await;
+    partial.bind().await;
+    let pdu = request_pdu(2, 0, 0, &ndr32_stub(&[0u8; 260]));
+    partial.send(&pdu[..50]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let start = Instant::now();
+    node.signal("TERM");
+    // Idle connections are closed at once.
+    let t = idle.closed_within(Duration::from_secs(2)).await;
+    assert!(t.is_some(), "an idle connection stays open after SIGTERM");
+    let (status, node) = tokio::task::spawn_blocking(move || {
+        let st = node.wait_exit(drain + Duration::from_secs(8));
+        (st, node)
+    })
+    .await
+    .unwrap();
+    let elapsed = start.elapsed();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "kmsd still running {elapsed:?} after SIGTERM; log tail:\n{}",
+            tail(&node)
+        )
+    });
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        tail(&node)
+    );
+    assert!(
+        elapsed < drain + Duration::from_secs(4),
+        "exit took {elapsed:?} with a drain timeout of {drain:?}"
+    );
+    assert!(
+        partial
+            .closed_within(Duration::from_secs(1))
+            .await
+            .is_some()
+    );
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+fn tail(node: &Kmsd) -> String {
+    let lines = node.log_lines();
+    lines[lines.len().saturating_sub(15)..].join("\n")
+}
+
+#[test]
+fn occupied_port_or_data_dir_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+
+    for flag in ["--kms-listen", "--http-listen"] {
+        let mut args = loopback_flags(dir.path().join(flag).to_str().unwrap());
+        let i = args.iter().position(|a| a == flag).unwrap();
+        args[i + 1] = taken_addr.clone();
+        let (st, _, err) = run_kmsd(&strs(&args), &[], RUN);
+        assert!(!st.success(), "{flag} on a port in use: {st:?}");
+        assert!(
+            err.contains(&taken_addr) && err.to_lowercase().contains("in use"),
+            "{flag}: the message must name the address and say it is in use: {err}"
+        );
+    }
+
+    // A second node on a data directory that a running node uses.
+    let data = dir.path().join("shared");
+    let _first = Kmsd::start(&data, &[]);
+    let args = loopback_flags(data.to_str().unwrap());
+    let (st, _, err) = run_kmsd(&strs(&args), &[], RUN);
+    assert!(!st.success(), "two nodes on one data directory: {st:?}");
+    assert!(!err.trim().is_empty(), "a message is expected");
+    drop(taken);
+}
