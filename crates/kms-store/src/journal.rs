@@ -66,7 +66,7 @@ where
             seq.len += 1;
             n
         };
-        self.shared.db.flush_async().await?;
+        self.shared.flush().await?;
         Ok(seq)
     }
 
@@ -88,20 +88,23 @@ where
     pub async fn remove_through(&self, seq: u64) -> Result<(), StoreError> {
         {
             let mut state = self.shared.journal_seq();
-            let mut batch = sled::Batch::default();
-            let mut removed = 0usize;
-            for item in self.shared.journal.range(..=codec::u64_key(seq)) {
-                let (k, _) = item?;
-                batch.remove(k);
-                removed += 1;
-            }
+            // Single-key removes (sled's lock shared; see Shared::flush_gate), oldest first.
+            let keys: Vec<sled::IVec> = self
+                .shared
+                .journal
+                .range(..=codec::u64_key(seq))
+                .keys()
+                .collect::<Result<_, _>>()?;
+            let removed = keys.len();
             // Keep the high-water mark, so an emptied journal never hands out a used number.
             let hwm = codec::encode("journal sequence", &state.next)?;
             self.shared.meta.insert(meta_key::JOURNAL_NEXT, hwm)?;
-            self.shared.journal.apply_batch(batch)?;
+            for k in keys {
+                self.shared.journal.remove(k)?;
+            }
             state.len = state.len.saturating_sub(removed);
         }
-        self.shared.db.flush_async().await?;
+        self.shared.flush().await?;
         Ok(())
     }
 }

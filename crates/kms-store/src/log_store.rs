@@ -123,34 +123,45 @@ impl LogStore {
     where
         I: IntoIterator<Item = Entry>,
     {
-        let mut batch = sled::Batch::default();
+        // One insert per entry, in index order: a single-key write takes sled's lock shared (a
+        // batch would take it exclusively, see Shared::flush_gate). An append is only reported
+        // durable after the flush, so a crash can leave at most an unacknowledged prefix.
         for entry in entries {
             let bytes = codec::encode("log entry", &entry)?;
-            batch.insert(&codec::u64_key(entry.log_id.index)[..], bytes);
+            self.shared
+                .log
+                .insert(&codec::u64_key(entry.log_id.index)[..], bytes)?;
         }
-        self.shared.log.apply_batch(batch)?;
         Ok(())
     }
 
-    /// Remove every entry with index `>= from`, newest first, atomically.
+    /// Remove every entry with index `>= from`, newest first, so an interrupted truncation
+    /// leaves a contiguous log (single-key removes: see [`LogStore::write_entries`]).
     fn remove_from(&self, from: u64) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for item in self.shared.log.range(codec::u64_key(from)..).rev() {
-            let (k, _) = item?;
-            batch.remove(k);
+        let keys: Vec<sled::IVec> = self
+            .shared
+            .log
+            .range(codec::u64_key(from)..)
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys.into_iter().rev() {
+            self.shared.log.remove(k)?;
         }
-        self.shared.log.apply_batch(batch)?;
         Ok(())
     }
 
-    /// Remove every entry with index `<= through`, atomically.
+    /// Remove every entry with index `<= through`, oldest first, so an interrupted purge leaves
+    /// a contiguous log (the purge point is recorded before, see `purge`).
     fn remove_through(&self, through: u64) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        for item in self.shared.log.range(..=codec::u64_key(through)) {
-            let (k, _) = item?;
-            batch.remove(k);
+        let keys: Vec<sled::IVec> = self
+            .shared
+            .log
+            .range(..=codec::u64_key(through))
+            .keys()
+            .collect::<Result<_, _>>()?;
+        for k in keys {
+            self.shared.log.remove(k)?;
         }
-        self.shared.log.apply_batch(batch)?;
         Ok(())
     }
 }
@@ -185,11 +196,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .meta
             .insert(meta_key::VOTE, bytes)
             .map_err(StoreError::from)?;
-        self.shared
-            .db
-            .flush_async()
-            .await
-            .map_err(StoreError::from)?;
+        self.shared.flush().await?;
         Ok(())
     }
 
@@ -228,13 +235,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.write_entries(entries)?;
         // Report durability only after the flush; sled's flush covers every write before it,
         // so completions may arrive out of order without ever claiming an unflushed entry.
-        let db = self.shared.db.clone();
+        let shared = self.shared.clone();
         tokio::spawn(async move {
-            let res = db
-                .flush_async()
-                .await
-                .map(|_| ())
-                .map_err(|e| io::Error::from(StoreError::from(e)));
+            let res = shared.flush().await.map_err(io::Error::from);
             callback.io_completed(res);
         });
         Ok(())
@@ -243,11 +246,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         tracing::debug!(?last_log_id, "truncate log");
         self.remove_from(last_log_id.next_index())?;
-        self.shared
-            .db
-            .flush_async()
-            .await
-            .map_err(StoreError::from)?;
+        self.shared.flush().await?;
         Ok(())
     }
 

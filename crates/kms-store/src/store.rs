@@ -127,12 +127,27 @@ pub(crate) struct Shared {
     pub machine: RwLock<Machine>,
     /// Serializes snapshot writes (a build runs on its own task, concurrently with installs).
     pub snapshot_write: Mutex<()>,
+    /// Keeps sled's exclusive operations (transactions) from overlapping a flush. sled 0.34
+    /// holds its global concurrency-control lock shared while a flush waits for the flusher
+    /// thread; an exclusive request queued behind it blocks the flusher's own shared request,
+    /// and every thread parks forever. Flushes take this gate shared ([`Shared::flush`]); the
+    /// one transaction (the snapshot checkpoint) takes it exclusively; everything else uses
+    /// single-key operations, which take sled's lock shared.
+    pub flush_gate: tokio::sync::RwLock<()>,
+    /// Group-commit flusher (see [`Flusher`]).
+    pub flusher: Flusher,
     pub journal_seq: Mutex<JournalSeq>,
     pub path: PathBuf,
     pub restore: RestoreReport,
 }
 
 impl Shared {
+    /// Make every write so far durable (see [`Flusher`] and [`Shared::flush_gate`]).
+    pub(crate) async fn flush(&self) -> Result<(), StoreError> {
+        let _gate = self.flush_gate.read().await;
+        self.flusher.flush().await
+    }
+
     /// The in-memory state for reading. A poisoned lock (a panic while applying) still yields
     /// the data: apply is pure kms-core logic, and refusing reads would take the node down.
     pub(crate) fn machine_read(&self) -> RwLockReadGuard<'_, Machine> {
@@ -229,6 +244,9 @@ impl Shared {
         let applied_bytes = codec::encode("applied state", applied)?;
         let old_chunks = old.map(|m| m.chunks).unwrap_or(0);
 
+        // Never start sled's exclusive transaction while a flush is waiting (see flush_gate).
+        // Runs on a blocking thread (spawn_blocking), where blocking on the gate is fine.
+        let _gate = self.flush_gate.blocking_write();
         use sled::Transactional;
         (&self.snapshot, &self.sm)
             .transaction(|(snap, sm)| {
@@ -315,6 +333,7 @@ impl Store {
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
         let db = sled::Config::new().path(&path).open()?;
+        let flusher = Flusher::start(db.clone())?;
         let meta = db.open_tree("meta")?;
         // Check before creating the other trees, so a refused directory is left as it was
         // (apart from an empty `meta` tree on a foreign database).
@@ -333,6 +352,8 @@ impl Store {
             journal,
             machine: RwLock::new(Machine::default()),
             snapshot_write: Mutex::new(()),
+            flush_gate: tokio::sync::RwLock::new(()),
+            flusher,
             journal_seq: Mutex::new(JournalSeq { next: 1, len: 0 }),
             path,
             restore: RestoreReport::default(),
@@ -392,7 +413,7 @@ impl Store {
 
     /// Flush every pending write to disk.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        self.shared.db.flush_async().await?;
+        self.shared.flush().await?;
         Ok(())
     }
 
@@ -514,4 +535,70 @@ fn restore_machine(shared: &Shared) -> Result<(Machine, RestoreReport), StoreErr
     }
     report.replay = started.elapsed();
     Ok((machine, report))
+}
+
+/// One dedicated thread that makes writes durable for every caller, group-commit style: each
+/// request waits for a `sled::Db::flush` that started after the request was made, and all
+/// requests that arrived during one flush share the next one.
+///
+/// Why not `sled::Tree::flush_async`: sled 0.34.7 runs that blocking flush on its own IO thread
+/// pool, which is also where the IO-buffer writes a flush waits for are queued. With several
+/// flushes in flight every pool thread ends up waiting in `make_stable` for a write that no
+/// thread is free to run, and the node stops (found under load by the end-to-end benchmark;
+/// `tests/regress/store_flush.rs`). Flushing from a thread of our own keeps sled's pool free.
+#[derive(Debug)]
+pub(crate) struct Flusher {
+    requests: Option<std::sync::mpsc::Sender<tokio::sync::oneshot::Sender<Result<(), String>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Flusher {
+    /// Stop the thread and wait for it, so that dropping the store releases the database (and
+    /// its directory lock) at once, as it would without the thread.
+    fn drop(&mut self) {
+        self.requests.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Flusher {
+    fn start(db: sled::Db) -> Result<Flusher, StoreError> {
+        let (tx, rx) =
+            std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<Result<(), String>>>();
+        let thread = std::thread::Builder::new()
+            .name("kms-store-flush".into())
+            .spawn(move || {
+                // Ends when the last handle (and so the sender) is dropped.
+                while let Ok(first) = rx.recv() {
+                    let mut waiting = vec![first];
+                    waiting.extend(rx.try_iter());
+                    let result = db.flush().map(|_| ()).map_err(|e| e.to_string());
+                    for w in waiting {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Task(format!("cannot start the flush thread: {e}")))?;
+        Ok(Flusher {
+            requests: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Wait until every write made before this call is on disk.
+    async fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.requests
+            .as_ref()
+            .ok_or_else(|| StoreError::Task("the store is closing".into()))?
+            .send(tx)
+            .map_err(|_| StoreError::Task("the flush thread stopped".into()))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(StoreError::Task(format!("flush failed: {e}"))),
+            Err(_) => Err(StoreError::Task("the flush thread stopped".into())),
+        }
+    }
 }

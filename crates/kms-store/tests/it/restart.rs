@@ -107,7 +107,7 @@ async fn header_is_written_and_future_versions_are_refused() {
 
     // The header is there, with the current version.
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_sled_retrying(dir.path());
         let meta = db.open_tree("meta").unwrap();
         let header = meta.get(codec::HEADER_KEY).unwrap().expect("header");
         assert_eq!(codec::parse_header(&header).unwrap(), codec::FORMAT_VERSION);
@@ -147,7 +147,7 @@ async fn header_is_written_and_future_versions_are_refused() {
 async fn foreign_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_sled_retrying(dir.path());
         db.open_tree("somebody-else")
             .unwrap()
             .insert("k", "v")
@@ -170,7 +170,7 @@ async fn corrupt_values_are_typed_errors() {
         store.flush().await.unwrap();
     }
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = open_sled_retrying(dir.path());
         let log = db.open_tree("log").unwrap();
         log.insert(1u64.to_be_bytes(), &[codec::VALUE_V1, 0xFF, 0xFF, 0xFF][..])
             .unwrap();
