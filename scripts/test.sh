@@ -10,4 +10,7 @@ if [ -f scripts/install-test-deps.sh ]; then
     bash scripts/install-test-deps.sh ||
         echo "test.sh: warning: scripts/install-test-deps.sh failed; tests needing dig, promtool or chromium will skip" >&2
 fi
+# The end-to-end tests start the real binaries (target/debug/kmsd, kmsctl); `cargo test` builds
+# a binary only for its own package's integration tests, so build them first.
+cargo build --workspace --bins --locked
 cargo test --workspace --locked "$@"

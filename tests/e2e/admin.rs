@@ -789,16 +789,17 @@ async fn grow_with_member_add_and_join() {
     cluster.nodes.insert(4, node4);
     cluster._dirs.push(dir);
     assert_eq!(cluster.settled(4).await, leader);
-    let st = ctl_ok(&cluster.server(4), &["status"]).await;
-    let m4 = st["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == 4)
-        .unwrap()
-        .clone();
-    assert_eq!(m4["role"], "follower", "{st}");
-    assert_eq!(m4["voter"], true);
+    // The leader promotes the learner once it has caught up: node 4 sees itself a voter.
+    let server4 = cluster.server(4);
+    eventually("node 4 promoted to voter", Duration::from_secs(60), || {
+        let server4 = server4.clone();
+        async move {
+            let st = ctl(&server4, &["status"]).await.ok()?;
+            let m4 = st["members"].as_array()?.iter().find(|m| m["id"] == 4)?;
+            (m4["role"] == "follower" && m4["voter"] == true).then_some(())
+        }
+    })
+    .await;
     // The new member answers clients with the cluster's identity and counts.
     let win = windows_client();
     let a = activate(cluster.nodes[&1].kms_addr(), &win, &machine(&win)).await;

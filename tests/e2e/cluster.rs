@@ -312,6 +312,8 @@ struct Cluster {
     /// Nodes that must not be asked anything (stopped, killed or frozen).
     down: BTreeSet<u64>,
     root: tempfile::TempDir,
+    /// Operator certificate for the admin API of a TLS cluster: CA, certificate, key.
+    admin_tls: Option<[String; 3]>,
 }
 
 impl Cluster {
@@ -329,6 +331,7 @@ impl Cluster {
             ports,
             down: BTreeSet::new(),
             root: tempfile::tempdir().unwrap(),
+            admin_tls: None,
         };
         for id in 1..=n {
             let mut args = vec![
@@ -500,31 +503,34 @@ impl Cluster {
         }
     }
 
-    /// Members and roles ("leader", "follower", "learner") on node `id`'s status page.
-    async fn members(&self, id: u64) -> Option<BTreeMap<u64, String>> {
+    /// Members on node `id`'s view, from the admin API (`kmsctl status`): id → (role,
+    /// voter). `None` if the node does not answer.
+    async fn members(&self, id: u64) -> Option<BTreeMap<u64, (String, bool)>> {
         assert!(!self.down.contains(&id), "node {id} is down");
-        let (status, page) = http_get(self.http(id), "/").await?;
-        if status != 200 {
-            return None;
+        let server = self.grpc(id);
+        let mut args = vec!["--server", server.as_str()];
+        if let Some([ca, cert, key]) = &self.admin_tls {
+            args.extend([
+                "--ca",
+                ca.as_str(),
+                "--cert",
+                cert.as_str(),
+                "--key",
+                key.as_str(),
+            ]);
         }
-        let table = page
-            .split("<table id=\"members\">")
-            .nth(1)?
-            .split("</table>")
-            .next()?;
-        let mut out = BTreeMap::new();
-        for row in table.split("<tr>").skip(2) {
-            let cells: Vec<&str> = row
-                .split("<td>")
-                .skip(1)
-                .map(|c| c.split("</td>").next().unwrap_or(""))
-                .collect();
-            let (Some(id), Some(role)) = (cells.first(), cells.last()) else {
-                continue;
-            };
-            out.insert(id.parse().ok()?, role.to_string());
-        }
-        Some(out)
+        args.push("status");
+        let st = kmsctl_try(&args).await.ok()?;
+        st["members"]
+            .as_array()?
+            .iter()
+            .map(|m| {
+                Some((
+                    m["id"].as_u64()?,
+                    (m["role"].as_str()?.to_string(), m["voter"].as_bool()?),
+                ))
+            })
+            .collect()
     }
 
     /// `kill -9` node `id`.
@@ -570,16 +576,24 @@ fn others(of: u64) -> Vec<u64> {
     [1, 2, 3].into_iter().filter(|id| *id != of).collect()
 }
 
-/// Run `kmsctl -o json <args>` through the library; returns the document.
-async fn kmsctl_json(args: &[&str]) -> Value {
+/// Run `kmsctl -o json <args>` through the library: the JSON document, or the failure.
+async fn kmsctl_try(args: &[&str]) -> Result<Value, String> {
     let mut argv = vec!["kmsctl", "-o", "json"];
     argv.extend_from_slice(args);
-    let cli = kmsctl::cli::Cli::try_parse_from(&argv).expect("kmsctl arguments");
+    let cli = kmsctl::cli::Cli::try_parse_from(&argv).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
-    kmsctl::execute(&cli, &mut out)
+    match kmsctl::execute(&cli, &mut out).await {
+        Ok(ExitClass::Success) => serde_json::from_slice(&out).map_err(|e| e.to_string()),
+        Ok(class) => Err(format!("{class}: {}", String::from_utf8_lossy(&out))),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// [`kmsctl_try`], panicking on failure.
+async fn kmsctl_json(args: &[&str]) -> Value {
+    kmsctl_try(args)
         .await
-        .unwrap_or_else(|e| panic!("kmsctl {args:?}: {e}"));
-    serde_json::from_slice(&out).expect("kmsctl JSON output")
+        .unwrap_or_else(|e| panic!("kmsctl {args:?}: {e}"))
 }
 
 /// Activate `n` new Windows machines round-robin over `ids`; returns their CMIDs.
@@ -903,12 +917,8 @@ async fn a_fourth_node_joins_a_cluster_with_many_records_and_serves() {
         async move {
             let mut seen = Vec::new();
             for id in [1, 2, 3, 4] {
-                let m = c
-                    .members(id)
-                    .await
-                    .ok_or(format!("node {id}: no status page"))?;
-                let ok =
-                    m.len() == 4 && m.get(&4).is_some_and(|r| r == "leader" || r == "follower");
+                let m = c.members(id).await.ok_or(format!("node {id}: no status"))?;
+                let ok = m.len() == 4 && m.values().all(|(_, voter)| *voter);
                 seen.push((id, m));
                 if !ok {
                     return Err(format!("{seen:?}"));
@@ -996,6 +1006,23 @@ async fn tls_cluster_forms_and_counts_and_keeps_plaintext_nodes_out() {
             format!("{d}/node.key"),
         ]
     });
+    kmsctl_json(&[
+        "cert",
+        "create-client",
+        "ops",
+        "--role",
+        "admin",
+        "--ca-dir",
+        &dir("ca"),
+        "--out-dir",
+        &dir("ops"),
+    ])
+    .await;
+    c.admin_tls = Some([
+        format!("{}/ca.crt", dir("ops")),
+        format!("{}/client.ops.crt", dir("ops")),
+        format!("{}/client.ops.key", dir("ops")),
+    ]);
     c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
     let p = windows_client();
     for i in 1..=9u32 {
@@ -1050,7 +1077,7 @@ async fn tls_cluster_forms_and_counts_and_keeps_plaintext_nodes_out() {
     );
     assert_eq!(c.metric(4, WINDOWS_LIVE).await, Some(0.0));
     for id in [1, 2, 3] {
-        let m = c.members(id).await.expect("status page");
+        let m = c.members(id).await.expect("admin status over mutual TLS");
         assert_eq!(
             m.keys().copied().collect::<Vec<_>>(),
             vec![1, 2, 3],

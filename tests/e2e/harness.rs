@@ -19,7 +19,7 @@ pub fn bin(name: &str) -> PathBuf {
     let p = dir.join(name);
     assert!(
         p.exists(),
-        "{} not built; run the tests with `cargo test --workspace` (scripts/test.sh)",
+        "{} not built; run the tests with scripts/test.sh (it runs `cargo build --workspace --bins` first)",
         p.display()
     );
     p

@@ -18,13 +18,13 @@
 
 mod admin;
 mod bad_input;
+mod cluster;
 mod counting;
 mod crash;
+mod dns;
 mod harness;
 mod kms;
 mod operations;
 mod persistence;
 mod protocol;
 mod refusals;
-mod dns;
-mod cluster;

@@ -115,9 +115,8 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<ExitClass, Comman
         | Command::Identity(_)
         | Command::Backup(_)
         | Command::Events(_) => {
-            let command = admin_command(&cli.command).ok_or_else(|| {
-                admin::AdminError::Usage("not an admin subcommand".into())
-            })?;
+            let command = admin_command(&cli.command)
+                .ok_or_else(|| admin::AdminError::Usage("not an admin subcommand".into()))?;
             Ok(admin::run(&command, &cli.connect, cli.output, out).await?)
         }
         Command::Completions { shell } => {
