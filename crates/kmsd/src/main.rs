@@ -16,7 +16,8 @@ fn main() -> std::process::ExitCode {
         print!("{}", settings.to_toml());
         return std::process::ExitCode::SUCCESS;
     }
-    kmsd::logging::init(settings.log_format, &settings.log_level);
+    // Held to the end: dropping it writes out every queued log line.
+    let log = kmsd::logging::init(settings.log_format, &settings.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kmsd")
@@ -24,6 +25,7 @@ fn main() -> std::process::ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
+            log.flush();
             eprintln!("kmsd: cannot start the async runtime: {e}");
             return std::process::ExitCode::FAILURE;
         }
@@ -32,6 +34,7 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "kmsd stopped with an error");
+            log.flush();
             eprintln!("kmsd: {e:#}");
             std::process::ExitCode::FAILURE
         }
