@@ -66,6 +66,10 @@ log() { printf '%s\n' "$*" >&2; }
 now() { date +%s.%N; }
 elapsed() { echo "$(now) - $1" | bc -l; }
 
+for tool in jq bc curl python3; do
+    command -v "$tool" >/dev/null 2>&1 || { log "bench-cluster: needs $tool (apt-get install $tool)"; exit 2; }
+done
+
 # --- build -------------------------------------------------------------------------------
 if [[ -z "${SKIP_BUILD:-}" ]]; then
     log "building release binaries (kmsd, kmsctl, the fill_store generator)…"
@@ -379,8 +383,11 @@ print(f"failover over {len(v)} kills: min {min(v):.3f} s, median {statistics.med
 
 # join_node ID JOIN_ADDR EXPECTED: start a node with --join and time it; prints one line.
 join_node() {
-    local id=$1 addr=$2 expected=$3 t0 t_count t_snap="" ts
-    node_define "$id" "$WORK/join-$id" --join "$addr"
+    local id=$1 addr=$2 expected=$3 t0 t_count t_snap="" ts lines0=0
+    # A data directory of its own per join (scenarios reuse node ids), and only this start's
+    # log lines (node logs are appended across scenarios).
+    node_define "$id" "$(mktemp -d "$WORK/join-$id.XXXXXX")" --join "$addr"
+    [[ -f "$WORK/node$id.log" ]] && lines0=$(wc -l <"$WORK/node$id.log")
     t0=$(now)
     node_start "$id"
     while true; do
@@ -390,7 +397,8 @@ join_node() {
         sleep 0.1
     done
     t_count=$(elapsed "$t0")
-    ts=$(jq -r 'select(.message == "installed snapshot") | .timestamp' "$WORK/node$id.log" 2>/dev/null | head -1)
+    ts=$(tail -n +"$((lines0 + 1))" "$WORK/node$id.log" |
+        jq -r 'select(.message == "installed snapshot") | .timestamp' 2>/dev/null | head -1)
     if [[ -n "$ts" ]]; then
         t_snap=$(echo "$(date -d "$ts" +%s.%N) - $t0" | bc -l)
         printf 'node %s joined: snapshot installed %.2f s after start, count %s visible after %.2f s (RSS %d MB)\n' \

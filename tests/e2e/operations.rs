@@ -94,13 +94,20 @@ async fn health_readiness_status_page_and_metrics() {
         ),
         25.0
     );
-    // One line per activation in the log, with the fields of event 12290.
-    let lines = node.log_lines();
-    let events: Vec<serde_json::Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["event_id"] == 12290)
-        .collect();
+    // One line per activation in the log, with the fields of event 12290 (kmsd writes its log
+    // in batches a few milliseconds apart: wait for the lines rather than race them).
+    let events_in = |node: &Kmsd| -> Vec<serde_json::Value> {
+        node.log_lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|v| v["event_id"] == 12290)
+            .collect()
+    };
+    let started = std::time::Instant::now();
+    while events_in(&node).len() < 2 && started.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let events = events_in(&node);
     assert_eq!(events.len(), 2, "activation events in the log");
     for key in [
         "cmid",

@@ -47,6 +47,9 @@ kmsd_clean() {
             KMSD_*) unset_args+=(-u "$v") ;;
         esac
     done
+    if [ -n "${exec_kmsd:-}" ]; then
+        exec env "${unset_args[@]}" "$KMSD_BIN" "$@"
+    fi
     env "${unset_args[@]}" "$KMSD_BIN" "$@"
 }
 
@@ -56,10 +59,12 @@ start_local_kmsd() {
     local dir=$1
     shift
     mkdir -p "$dir"
-    kmsd_clean --data-dir "$dir/data" \
+    # `exec` in the background subshell, so that $! is kmsd itself and stop_pid stops it (a
+    # plain function call would leave kmsd running as the subshell's child).
+    (exec_kmsd=1 kmsd_clean --data-dir "$dir/data" \
         --kms-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
         --grpc-listen 127.0.0.1:0 --dns-listen 127.0.0.1:0 \
-        --log-format json "$@" >"$dir/kmsd.out" 2>"$dir/kmsd.log" &
+        --log-format json "$@" >"$dir/kmsd.out" 2>"$dir/kmsd.log") &
     LOCAL_PID=$!
     local addrs=""
     for _ in $(seq 1 150); do # at most 30 s

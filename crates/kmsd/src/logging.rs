@@ -1,14 +1,15 @@
 //! Log setup: human text by default, one JSON object per line with `--log-format json`.
 //!
-//! Lines are written to stderr by a dedicated thread, not by the thread that logs: every
-//! activation logs a line (the 12290 event), and a `write(2)` per line on a runtime worker cost
-//! several µs per activation (docs/performance.md). The thread writes whatever has queued up in
-//! one buffered write and flushes as soon as the queue is empty, so a line still appears at
-//! once on an idle node. The queue is bounded and lossless: when it is full (stderr slower
-//! than the node), loggers wait for room rather than drop events.
+//! Lines are collected in memory and written to stderr by a dedicated thread, not by the
+//! thread that logs: every activation logs a line (the 12290 event), and a `write(2)` per line
+//! on a runtime worker cost several µs per activation (docs/performance.md). A logger only
+//! appends to a shared buffer; the first line into an empty buffer wakes the writer, which lets
+//! lines gather for [`LINGER`] and then writes them all in one go, so a busy node makes a few
+//! hundred writes a second and an idle one none. Nothing is dropped: a logger that finds the
+//! buffer past [`MAX_BUFFERED`] (stderr slower than the node) writes it out itself and waits.
 
 use std::io::Write;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use tracing_subscriber::EnvFilter;
@@ -16,14 +17,16 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
 
-/// Lines that may wait for the writer thread.
-const QUEUE_LINES: usize = 16 * 1024;
+/// How long the writer lets lines gather after the first one arrives.
+const LINGER: Duration = Duration::from_millis(2);
+/// Bytes past which a logger writes the buffer out itself.
+const MAX_BUFFERED: usize = 4 << 20;
 
 /// Install the global subscriber (once; later calls return a guard that flushes nothing new).
-/// Keep the guard until the process ends: dropping it waits until every queued line is out.
+/// Keep the guard until the process ends: dropping it writes out every buffered line.
 pub fn init(format: LogFormat, filter: &str) -> LogGuard {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let (writer, guard) = QueuedStderr::start();
+    let (writer, guard) = Buffered::start(Box::new(std::io::stderr()));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
@@ -36,63 +39,110 @@ pub fn init(format: LogFormat, filter: &str) -> LogGuard {
     guard
 }
 
-enum Msg {
-    Line(Vec<u8>),
-    /// Answer once everything queued before this message is written and flushed.
-    Flush(SyncSender<()>),
+type Sink = Box<dyn Write + Send>;
+
+struct Inner {
+    /// Lines not yet written.
+    buf: Mutex<Vec<u8>>,
+    /// Signalled when `buf` turns non-empty.
+    ready: Condvar,
+    /// The output. Held while a taken buffer is written, and taken before `buf`, so chunks
+    /// reach the output in the order they were taken.
+    out: Mutex<Sink>,
+    /// No writer thread could be started: loggers write their lines themselves.
+    direct: bool,
 }
 
-/// A [`MakeWriter`] whose writers queue their bytes for the writer thread.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding a log lock leaves plain bytes behind: keep logging.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Inner {
+    /// Write out everything buffered so far.
+    fn drain(&self) {
+        let mut out = lock(&self.out);
+        let chunk = std::mem::take(&mut *lock(&self.buf));
+        if !chunk.is_empty() {
+            let _ = out.write_all(&chunk);
+            let _ = out.flush();
+        }
+    }
+
+    fn write_loop(&self) {
+        loop {
+            {
+                let mut buf = lock(&self.buf);
+                while buf.is_empty() {
+                    buf = self.ready.wait(buf).unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+            std::thread::sleep(LINGER);
+            self.drain();
+        }
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inner { .. }")
+    }
+}
+
+/// A [`MakeWriter`] whose writers append to the shared buffer.
 #[derive(Clone, Debug)]
-struct QueuedStderr {
-    tx: SyncSender<Msg>,
+struct Buffered {
+    inner: Arc<Inner>,
 }
 
-impl QueuedStderr {
-    fn start() -> (QueuedStderr, LogGuard) {
-        let (tx, rx) = sync_channel(QUEUE_LINES);
+impl Buffered {
+    fn start(out: Sink) -> (Buffered, LogGuard) {
+        let mut inner = Inner {
+            buf: Mutex::new(Vec::with_capacity(64 * 1024)),
+            ready: Condvar::new(),
+            out: Mutex::new(out),
+            direct: false,
+        };
+        let (tx, rx) = std::sync::mpsc::channel::<Arc<Inner>>();
         let spawned = std::thread::Builder::new()
             .name("kmsd-log".into())
-            .spawn(move || write_loop(rx, std::io::stderr()));
-        if let Err(e) = spawned {
-            // No thread: the receiver is gone and every line falls back to a direct write.
+            .spawn(move || {
+                if let Ok(inner) = rx.recv() {
+                    inner.write_loop();
+                }
+            });
+        if let Err(e) = &spawned {
+            // No writer thread: every line is written by its logger (see LineWriter's drop).
             eprintln!("kmsd: cannot start the log writer thread ({e}); writing logs directly");
+            inner.direct = true;
         }
-        (QueuedStderr { tx: tx.clone() }, LogGuard { tx: Some(tx) })
+        let inner = Arc::new(inner);
+        if spawned.is_ok() {
+            let _ = tx.send(inner.clone());
+        }
+        (
+            Buffered {
+                inner: inner.clone(),
+            },
+            LogGuard { inner },
+        )
     }
 }
 
-fn write_loop(rx: Receiver<Msg>, out: impl Write) {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let handle = |msg: Msg, out: &mut std::io::BufWriter<_>| match msg {
-        Msg::Line(bytes) => {
-            let _ = out.write_all(&bytes);
-        }
-        Msg::Flush(done) => {
-            let _ = out.flush();
-            let _ = done.send(());
-        }
-    };
-    while let Ok(first) = rx.recv() {
-        handle(first, &mut out);
-        while let Ok(more) = rx.try_recv() {
-            handle(more, &mut out);
-        }
-        let _ = out.flush();
-    }
-    let _ = out.flush();
-}
-
-/// One event's bytes, queued when the formatter drops it.
+/// One event, appended to the shared buffer as the formatter writes it.
 #[derive(Debug)]
-struct LineWriter {
-    tx: SyncSender<Msg>,
-    buf: Vec<u8>,
+struct LineWriter<'a> {
+    inner: &'a Inner,
+    /// Held while the event is formatted; released first thing in `drop`.
+    buf: Option<MutexGuard<'a, Vec<u8>>>,
+    was_empty: bool,
 }
 
-impl Write for LineWriter {
+impl Write for LineWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(bytes);
+        if let Some(buf) = self.buf.as_mut() {
+            buf.extend_from_slice(bytes);
+        }
         Ok(bytes.len())
     }
 
@@ -101,65 +151,61 @@ impl Write for LineWriter {
     }
 }
 
-impl Drop for LineWriter {
+impl Drop for LineWriter<'_> {
     fn drop(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        let line = std::mem::take(&mut self.buf);
-        if let Err(std::sync::mpsc::SendError(Msg::Line(line))) = self.tx.send(Msg::Line(line)) {
-            // The writer thread is gone: write it ourselves rather than lose it.
-            let _ = std::io::stderr().write_all(&line);
+        let Some(buf) = self.buf.take() else { return };
+        let len = buf.len();
+        drop(buf);
+        if len >= MAX_BUFFERED || self.inner.direct {
+            self.inner.drain();
+        } else if self.was_empty && len > 0 {
+            self.inner.ready.notify_one();
         }
     }
 }
 
-impl<'a> MakeWriter<'a> for QueuedStderr {
-    type Writer = LineWriter;
+impl<'a> MakeWriter<'a> for Buffered {
+    type Writer = LineWriter<'a>;
 
-    fn make_writer(&'a self) -> LineWriter {
+    fn make_writer(&'a self) -> LineWriter<'a> {
+        let buf = lock(&self.inner.buf);
         LineWriter {
-            tx: self.tx.clone(),
-            buf: Vec::with_capacity(512),
+            inner: &self.inner,
+            was_empty: buf.is_empty(),
+            buf: Some(buf),
         }
     }
 }
 
-/// Flushes the log queue: [`LogGuard::flush`] on demand, and when dropped.
+/// Writes out the log buffer: [`LogGuard::flush`] on demand, and when dropped.
 #[derive(Debug)]
 pub struct LogGuard {
-    tx: Option<SyncSender<Msg>>,
+    inner: Arc<Inner>,
 }
 
 impl LogGuard {
-    /// Wait (at most a few seconds) until every line logged so far is written to stderr.
+    /// Write every line logged so far to stderr.
     pub fn flush(&self) {
-        let Some(tx) = &self.tx else { return };
-        let (done_tx, done_rx) = sync_channel(1);
-        if tx.send(Msg::Flush(done_tx)).is_ok() {
-            let _ = done_rx.recv_timeout(Duration::from_secs(5));
-        }
+        self.inner.drain();
     }
 }
 
 impl Drop for LogGuard {
     fn drop(&mut self) {
         self.flush();
-        self.tx.take();
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
 
     #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
+    struct Capture(Arc<Mutex<Vec<u8>>>);
 
-    impl Write for Sink {
+    impl Write for Capture {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
+            lock(&self.0).extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -167,21 +213,22 @@ mod tests {
         }
     }
 
+    fn text(c: &Capture) -> String {
+        String::from_utf8(lock(&c.0).clone()).unwrap()
+    }
+
     #[test]
-    fn queued_lines_come_out_in_order_and_flush_waits_for_them() {
-        let sink = Sink::default();
-        let (tx, rx) = sync_channel(4); // smaller than the line count: senders wait, none lost
-        let out = sink.clone();
-        let thread = std::thread::spawn(move || write_loop(rx, out));
-        let writer = QueuedStderr { tx: tx.clone() };
-        let guard = LogGuard { tx: Some(tx) };
+    fn lines_from_many_threads_come_out_whole_in_order_and_flush_writes_them() {
+        let capture = Capture::default();
+        let (writer, guard) = Buffered::start(Box::new(capture.clone()));
         let senders: Vec<_> = (0..4)
             .map(|t| {
                 let w = writer.clone();
                 std::thread::spawn(move || {
-                    for i in 0..250 {
+                    for i in 0..2500 {
                         let mut line = w.make_writer();
-                        writeln!(line, "t{t} {i}").unwrap();
+                        write!(line, "t{t} ").unwrap();
+                        writeln!(line, "{i}").unwrap();
                     }
                 })
             })
@@ -190,8 +237,8 @@ mod tests {
             s.join().unwrap();
         }
         guard.flush();
-        let text = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
-        assert_eq!(text.lines().count(), 1000);
+        let text = text(&capture);
+        assert_eq!(text.lines().count(), 10_000);
         for t in 0..4 {
             let mine: Vec<usize> = text
                 .lines()
@@ -200,12 +247,34 @@ mod tests {
                 .collect();
             assert_eq!(
                 mine,
-                (0..250).collect::<Vec<_>>(),
+                (0..2500).collect::<Vec<_>>(),
                 "thread {t}'s lines in order"
             );
         }
-        drop(guard);
-        drop(writer);
-        thread.join().unwrap();
+    }
+
+    #[test]
+    fn the_writer_thread_writes_a_lone_line_without_a_flush() {
+        let capture = Capture::default();
+        let (writer, _guard) = Buffered::start(Box::new(capture.clone()));
+        writeln!(writer.make_writer(), "kmsd serving").unwrap();
+        let start = std::time::Instant::now();
+        while !text(&capture).contains("kmsd serving") {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "line never written"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_full_buffer_is_written_by_the_logger() {
+        let capture = Capture::default();
+        let (writer, _guard) = Buffered::start(Box::new(capture.clone()));
+        let big = "x".repeat(MAX_BUFFERED);
+        writeln!(writer.make_writer(), "{big}").unwrap();
+        // Written before make_writer's writer is gone: no wait for the writer thread.
+        assert_eq!(text(&capture).len(), MAX_BUFFERED + 1);
     }
 }
