@@ -10,6 +10,8 @@
 //!   new leader and keep committing; after SIGCONT everything converges, nothing counts twice.
 //! * A fourth node added with `--join` to a cluster holding many records catches up, is
 //!   promoted, serves, and the grown cluster survives losing an old node.
+//! * Membership changes under load: a node joins and another is removed while clients
+//!   activate; no activation fails, every acknowledged machine counts once on every member.
 //! * mutual TLS: a cluster with `kmsctl cert` certificates forms and counts, a node without TLS
 //!   cannot join it, and a multi-node kmsd without TLS refuses to start unless `--insecure`.
 //!
@@ -954,6 +956,94 @@ async fn a_fourth_node_joins_a_cluster_with_many_records_and_serves() {
         expected += 1;
     }
     c.wait_count(&rest, expected, Duration::from_secs(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn membership_changes_under_load_fail_no_client_and_lose_nothing() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::insecure(3);
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+    let earlier = activate_round_robin(&c, &[1, 2, 3], 6).await;
+    // Clients use nodes 1 and 2, which stay members throughout; 3 leaves, 4 arrives.
+    let load = Load::spawn(vec![c.kms(1), c.kms(2)], 6, Duration::from_millis(10));
+    load.wait_acked(50, Duration::from_secs(15)).await;
+
+    // Grow: node 4 joins (learner, caught up, promoted) while the load runs.
+    let join_addr = c.grpc(1);
+    c.spawn(
+        4,
+        NodePorts::pick(),
+        &[
+            "--node-id".into(),
+            "4".into(),
+            "--join".into(),
+            join_addr,
+            "--insecure".into(),
+        ],
+    );
+    eventually(
+        "node 4 a voter on nodes 1 and 2",
+        Duration::from_secs(60),
+        || {
+            let c = &c;
+            async move {
+                for id in [1, 2] {
+                    let m = c.members(id).await.ok_or(format!("node {id}: no status"))?;
+                    if !(m.len() == 4 && m.values().all(|(_, voter)| *voter)) {
+                        return Err(format!("node {id}: {m:?}"));
+                    }
+                }
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let at_grow = load.acked();
+
+    // Shrink: remove node 3 (asked at whichever node; followers forward to the leader).
+    let servers = [1, 2, 4].map(|id| c.grpc(id)).join(",");
+    let removed = kmsctl_json(&["--server", &servers, "member", "remove", "3"]).await;
+    let ids: Vec<u64> = removed["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .filter_map(|m| m["id"].as_u64())
+        .collect();
+    assert_eq!(ids, vec![1, 2, 4], "{removed}");
+    c.stop(3);
+    // The remaining three commit without node 3.
+    load.wait_acked(load.acked() + 100, Duration::from_secs(20))
+        .await;
+    let result = load.finish().await;
+    assert!(
+        result.failures.is_empty(),
+        "{} activation(s) failed during the membership changes: {:?}",
+        result.failures.len(),
+        &result.failures[..result.failures.len().min(5)]
+    );
+    let after = result.acked.len() - at_grow;
+    assert!(after >= 100, "only {after} activations after node 4 joined");
+    eprintln!(
+        "{} activations under load, {at_grow} before node 4 was a voter, {after} after",
+        result.acked.len()
+    );
+
+    // One count on every member, old and new, with every acknowledged machine once.
+    let expected = earlier.len() + result.distinct();
+    c.wait_count(&[1, 2, 4], expected, Duration::from_secs(30))
+        .await;
+    for id in [1, 2, 4] {
+        let m = c.members(id).await.expect("status");
+        assert_eq!(
+            m.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 4],
+            "node {id}"
+        );
+    }
+    // Node 4 serves new machines, and every member counts them.
+    activate_round_robin(&c, &[4], 2).await;
+    c.wait_count(&[1, 2, 4], expected + 2, Duration::from_secs(20))
+        .await;
 }
 
 /// `kmsctl bench` at `kms`: `n` new machines, 16 at a time.
