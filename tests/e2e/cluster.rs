@@ -366,6 +366,18 @@ impl Cluster {
         self.down.remove(&id);
     }
 
+    /// Start node `id` (new ports, no TLS) with `--join join_addr`.
+    fn spawn_joiner(&mut self, id: u64, join_addr: String) {
+        let args = [
+            "--node-id".into(),
+            id.to_string(),
+            "--join".into(),
+            join_addr,
+            "--insecure".into(),
+        ];
+        self.spawn(id, NodePorts::pick(), &args);
+    }
+
     fn node(&self, id: u64) -> &Kmsd {
         &self.nodes[&id]
     }
@@ -900,17 +912,7 @@ async fn a_fourth_node_joins_a_cluster_with_many_records_and_serves() {
     // promotes it.
     let join_addr = c.grpc(1);
     let joined_at = Instant::now();
-    c.spawn(
-        4,
-        NodePorts::pick(),
-        &[
-            "--node-id".into(),
-            "4".into(),
-            "--join".into(),
-            join_addr,
-            "--insecure".into(),
-        ],
-    );
+    c.spawn_joiner(4, join_addr);
     c.wait_count(&[4], total as usize, Duration::from_secs(90))
         .await;
     let caught_up = joined_at.elapsed();
@@ -970,17 +972,7 @@ async fn membership_changes_under_load_fail_no_client_and_lose_nothing() {
 
     // Grow: node 4 joins (learner, caught up, promoted) while the load runs.
     let join_addr = c.grpc(1);
-    c.spawn(
-        4,
-        NodePorts::pick(),
-        &[
-            "--node-id".into(),
-            "4".into(),
-            "--join".into(),
-            join_addr,
-            "--insecure".into(),
-        ],
-    );
+    c.spawn_joiner(4, join_addr);
     eventually(
         "node 4 a voter on nodes 1 and 2",
         Duration::from_secs(60),
@@ -1128,17 +1120,7 @@ async fn tls_cluster_forms_and_counts_and_keeps_plaintext_nodes_out() {
 
     // A node without TLS (clear text, --insecure) cannot join it.
     let join_addr = c.grpc(1);
-    c.spawn(
-        4,
-        NodePorts::pick(),
-        &[
-            "--node-id".into(),
-            "4".into(),
-            "--join".into(),
-            join_addr,
-            "--insecure".into(),
-        ],
-    );
+    c.spawn_joiner(4, join_addr);
     eventually(
         "the plaintext node's join to fail",
         Duration::from_secs(20),

@@ -361,8 +361,12 @@ pub async fn run_with(
     kms_result.context("KMS listener")
 }
 
-/// `--join`: ask the cluster (through `addr`, following leader hints) to add this node, retrying
-/// until it is a member. A node that already has data is a member and does nothing.
+/// `--join`: ask the cluster (through `addr`, following leader hints) to add this node as a
+/// voter, retrying until it is one. A node with data that is a voter in the membership it knows
+/// does nothing. Any other node asks: one with data may be a learner — added with `kmsctl member
+/// add` before it started (the leader then replicates to it at once, often before this task
+/// runs, and the membership may not have reached it yet) or stopped before its promotion. The
+/// leader's join handler is idempotent: it waits for the learner to catch up and promotes it.
 async fn join_cluster(
     node: Arc<kms_cluster::Node>,
     net: kms_cluster::PeerNetwork,
@@ -370,7 +374,16 @@ async fn join_cluster(
     mut stop: watch::Receiver<bool>,
 ) {
     if node.raft().is_initialized().await.unwrap_or(false) {
-        return;
+        use kms_store::openraft::async_runtime::watch::WatchReceiver;
+        let m = node.raft().metrics().borrow_watched().clone();
+        if m.membership_config
+            .membership()
+            .voter_ids()
+            .any(|v| v == node.id())
+        {
+            return;
+        }
+        info!("--join: this node has data but is not a voter; asking the cluster to promote it");
     }
     let mut delay = std::time::Duration::from_millis(200);
     loop {

@@ -129,7 +129,9 @@ impl Buffered {
     }
 }
 
-/// One event, appended to the shared buffer as the formatter writes it.
+/// One event, appended to the shared buffer as the formatter writes it. The buffer stays
+/// locked while the event is formatted, so a field whose `Display`/`Debug` itself logged would
+/// wait on itself; kmsd's event fields are plain values and strings.
 #[derive(Debug)]
 struct LineWriter<'a> {
     inner: &'a Inner,
@@ -274,7 +276,7 @@ mod tests {
         let (writer, _guard) = Buffered::start(Box::new(capture.clone()));
         let big = "x".repeat(MAX_BUFFERED);
         writeln!(writer.make_writer(), "{big}").unwrap();
-        // Written before make_writer's writer is gone: no wait for the writer thread.
+        // Written out by the logger itself, within its own call: no wait for the writer thread.
         assert_eq!(text(&capture).len(), MAX_BUFFERED + 1);
     }
 }
