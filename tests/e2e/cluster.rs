@@ -547,6 +547,26 @@ impl Cluster {
             .collect()
     }
 
+    /// Wait until every node of `ids` sees exactly `members` members, all of them voters.
+    async fn wait_all_voters(&self, ids: &[u64], members: usize, limit: Duration) {
+        eventually("every member a voter", limit, || async move {
+            let mut seen = Vec::new();
+            for &id in ids {
+                let m = self
+                    .members(id)
+                    .await
+                    .ok_or(format!("node {id}: no status"))?;
+                let ok = m.len() == members && m.values().all(|(_, voter)| *voter);
+                seen.push((id, m));
+                if !ok {
+                    return Err(format!("{seen:?}"));
+                }
+            }
+            Ok(())
+        })
+        .await;
+    }
+
     /// `kill -9` node `id`.
     fn kill9(&mut self, id: u64) {
         self.down.insert(id);
@@ -916,22 +936,8 @@ async fn a_fourth_node_joins_a_cluster_with_many_records_and_serves() {
     c.wait_count(&[4], total as usize, Duration::from_secs(90))
         .await;
     let caught_up = joined_at.elapsed();
-    eventually("node 4 promoted to voter", Duration::from_secs(30), || {
-        let c = &c;
-        async move {
-            let mut seen = Vec::new();
-            for id in [1, 2, 3, 4] {
-                let m = c.members(id).await.ok_or(format!("node {id}: no status"))?;
-                let ok = m.len() == 4 && m.values().all(|(_, voter)| *voter);
-                seen.push((id, m));
-                if !ok {
-                    return Err(format!("{seen:?}"));
-                }
-            }
-            Ok(())
-        }
-    })
-    .await;
+    c.wait_all_voters(&[1, 2, 3, 4], 4, Duration::from_secs(30))
+        .await;
     eprintln!("node 4 caught up with {total} records {caught_up:?} after it started");
     c.wait_in_quorum(&[4], Duration::from_secs(30)).await;
 
@@ -973,23 +979,7 @@ async fn membership_changes_under_load_fail_no_client_and_lose_nothing() {
     // Grow: node 4 joins (learner, caught up, promoted) while the load runs.
     let join_addr = c.grpc(1);
     c.spawn_joiner(4, join_addr);
-    eventually(
-        "node 4 a voter on nodes 1 and 2",
-        Duration::from_secs(60),
-        || {
-            let c = &c;
-            async move {
-                for id in [1, 2] {
-                    let m = c.members(id).await.ok_or(format!("node {id}: no status"))?;
-                    if !(m.len() == 4 && m.values().all(|(_, voter)| *voter)) {
-                        return Err(format!("node {id}: {m:?}"));
-                    }
-                }
-                Ok(())
-            }
-        },
-    )
-    .await;
+    c.wait_all_voters(&[1, 2], 4, Duration::from_secs(60)).await;
     let at_grow = load.acked();
 
     // Shrink: remove node 3 (asked at whichever node; followers forward to the leader).

@@ -375,12 +375,15 @@ async fn join_cluster(
 ) {
     if node.raft().is_initialized().await.unwrap_or(false) {
         use kms_store::openraft::async_runtime::watch::WatchReceiver;
-        let m = node.raft().metrics().borrow_watched().clone();
-        if m.membership_config
+        let voter = node
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .membership_config
             .membership()
             .voter_ids()
-            .any(|v| v == node.id())
-        {
+            .any(|v| v == node.id());
+        if voter {
             return;
         }
         info!("--join: this node has data but is not a voter; asking the cluster to promote it");

@@ -9,6 +9,7 @@
 //! buffer past [`MAX_BUFFERED`] (stderr slower than the node) writes it out itself and waits.
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -50,7 +51,7 @@ struct Inner {
     /// reach the output in the order they were taken.
     out: Mutex<Sink>,
     /// No writer thread could be started: loggers write their lines themselves.
-    direct: bool,
+    direct: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -97,28 +98,20 @@ struct Buffered {
 
 impl Buffered {
     fn start(out: Sink) -> (Buffered, LogGuard) {
-        let mut inner = Inner {
+        let inner = Arc::new(Inner {
             buf: Mutex::new(Vec::with_capacity(64 * 1024)),
             ready: Condvar::new(),
             out: Mutex::new(out),
-            direct: false,
-        };
-        let (tx, rx) = std::sync::mpsc::channel::<Arc<Inner>>();
+            direct: AtomicBool::new(false),
+        });
+        let for_thread = inner.clone();
         let spawned = std::thread::Builder::new()
             .name("kmsd-log".into())
-            .spawn(move || {
-                if let Ok(inner) = rx.recv() {
-                    inner.write_loop();
-                }
-            });
-        if let Err(e) = &spawned {
+            .spawn(move || for_thread.write_loop());
+        if let Err(e) = spawned {
             // No writer thread: every line is written by its logger (see LineWriter's drop).
             eprintln!("kmsd: cannot start the log writer thread ({e}); writing logs directly");
-            inner.direct = true;
-        }
-        let inner = Arc::new(inner);
-        if spawned.is_ok() {
-            let _ = tx.send(inner.clone());
+            inner.direct.store(true, Ordering::Relaxed);
         }
         (
             Buffered {
@@ -158,7 +151,7 @@ impl Drop for LineWriter<'_> {
         let Some(buf) = self.buf.take() else { return };
         let len = buf.len();
         drop(buf);
-        if len >= MAX_BUFFERED || self.inner.direct {
+        if len >= MAX_BUFFERED || self.inner.direct.load(Ordering::Relaxed) {
             self.inner.drain();
         } else if self.was_empty && len > 0 {
             self.inner.ready.notify_one();
