@@ -970,28 +970,10 @@ fn bad_packets_and_a_flood_are_dropped_while_other_sources_are_answered() {
     let use_dig = !skip_dig("bad_packets_and_a_flood_are_dropped_while_other_sources_are_answered");
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let node = Kmsd::start_raw(
-        dir.path(),
-        &[
-            "--data-dir",
-            data,
-            "--name",
-            "solo",
-            "--kms-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            "127.0.0.1:0",
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--dns-zone",
-            "kms.test",
-            "--log-format",
-            "json",
-        ],
-        &[],
-    );
+    let mut args = crate::harness::loopback_flags(data);
+    args.extend(["--name", "solo", "--dns-zone", "kms.test"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Kmsd::start_raw(dir.path(), &args, &[]);
     let server = dns_listen(&node).expect("a \"DNS serving\" log line with `listen`");
     let kms_port = node.kms_addr().port();
     let good_ip = Ipv4Addr::new(127, 0, 0, 2);

@@ -146,7 +146,8 @@ impl Kmsd {
                 log2.lock().unwrap().push(line);
             }
         });
-        let deadline = Duration::from_secs(60);
+        // Generous: a node restoring a large backup (`--restore`) reports only when done.
+        let deadline = Duration::from_secs(180);
         let (kms, http, grpc) = match rx.recv_timeout(deadline) {
             Ok(x) => x,
             Err(_) => {
@@ -309,6 +310,34 @@ impl Drop for Kmsd {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // A failed test leaves each node's log next to the build (target/test-artifacts/e2e),
+        // for the post-mortem CI prints nothing else of.
+        if std::thread::panicking() {
+            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/test-artifacts/e2e")
+                .join(
+                    std::thread::current()
+                        .name()
+                        .unwrap_or("test")
+                        .replace("::", "-"),
+                );
+            if std::fs::create_dir_all(&dir).is_ok() {
+                let name = self
+                    .data_dir
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "kmsd".into());
+                let file = dir.join(format!("{name}-{}.log", std::process::id()));
+                let _ = std::fs::write(
+                    &file,
+                    self.log
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .join("\n"),
+                );
+                eprintln!("kmsd log kept in {}", file.display());
+            }
         }
     }
 }
@@ -478,4 +507,25 @@ impl Kmsd {
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }
+}
+
+/// Flags that keep a node on loopback ephemeral ports with JSON logs.
+pub fn loopback_flags(data_dir: &str) -> Vec<String> {
+    [
+        "--data-dir",
+        data_dir,
+        "--kms-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        "127.0.0.1:0",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
 }

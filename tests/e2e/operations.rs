@@ -3,31 +3,10 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Kmsd, metric_value, run_kmsd};
+use crate::harness::{Kmsd, loopback_flags, metric_value, run_kmsd};
 use crate::kms::*;
 
 const RUN: Duration = Duration::from_secs(30);
-
-/// Flags that keep a node on loopback ephemeral ports with JSON logs.
-fn loopback_flags(data_dir: &str) -> Vec<String> {
-    [
-        "--data-dir",
-        data_dir,
-        "--kms-listen",
-        "127.0.0.1:0",
-        "--http-listen",
-        "127.0.0.1:0",
-        "--grpc-listen",
-        "127.0.0.1:0",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--log-format",
-        "json",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()

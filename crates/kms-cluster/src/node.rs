@@ -44,6 +44,9 @@ pub struct NodeSettings {
     pub batch_max_delay: Duration,
     /// Raft log entries between snapshots (log compaction).
     pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot, so a briefly lagging follower catches up from the
+    /// log instead of receiving the whole snapshot.
+    pub snapshot_keep_logs: u64,
     /// How often the leader proposes `Prune`.
     pub prune_every: Duration,
     /// `--initial-cluster`: every voter of a new cluster, id → gRPC address. Used only when the
@@ -73,6 +76,7 @@ impl Default for NodeSettings {
             batch_max_entries: 512,
             batch_max_delay: Duration::from_millis(2),
             snapshot_every: 20_000,
+            snapshot_keep_logs: 1_000,
             prune_every: Duration::from_secs(3600),
             initial_cluster: BTreeMap::new(),
             join: None,
@@ -213,7 +217,7 @@ impl Node {
             election_timeout_min: 600,
             election_timeout_max: 1200,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
-            max_in_snapshot_log_to_keep: 1_000,
+            max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
             // Entries carry up to 512 records each: keep AppendEntries messages well below the
             // gRPC message limit.
             max_payload_entries: 64,

@@ -176,7 +176,7 @@ async fn connection<L: Ledger, O: HostObserver>(
     );
     let mut buf: Vec<u8> = Vec::with_capacity(512);
     let mut chunk = [0u8; 4096];
-    // Start of the current partial PDU (or of idleness when the buffer is empty).
+    // Start of the current partial PDU or fragmented REQUEST (or of idleness between calls).
     let mut since = Instant::now();
     loop {
         // Serve every complete PDU already buffered.
@@ -192,6 +192,12 @@ async fn connection<L: Ledger, O: HostObserver>(
             let reply = match assoc.on_pdu(&buf[..len]) {
                 HostAction::Reply(bytes) => bytes,
                 HostAction::Call(call) => activate(shared, call, peer).await,
+                HostAction::Continue => {
+                    // A REQUEST fragment: nothing to send. `since` is left alone so the whole
+                    // fragmented call must arrive within one idle timeout.
+                    buf.drain(..len);
+                    continue;
+                }
                 HostAction::Close(e) => {
                     debug!(%peer, error = %e, "protocol violation; closing");
                     return Some("protocol_violation");
@@ -204,7 +210,9 @@ async fn connection<L: Ledger, O: HostObserver>(
             }
             since = Instant::now();
         }
-        if *stop.borrow() && buf.is_empty() {
+        // Mid-call means a partial PDU or a fragmented REQUEST not yet complete.
+        let mid_call = !buf.is_empty() || assoc.is_reassembling();
+        if *stop.borrow() && !mid_call {
             return None; // drain: idle connection closes
         }
         let deadline = tokio::time::Instant::from_std(since + s.idle_timeout);
@@ -212,11 +220,11 @@ async fn connection<L: Ledger, O: HostObserver>(
             r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
                 Err(_) => {
                     debug!(%peer, partial = buf.len(), "idle or slow connection timed out");
-                    return Some(if buf.is_empty() { "idle_timeout" } else { "slow_pdu" });
+                    return Some(if mid_call { "slow_pdu" } else { "idle_timeout" });
                 }
                 Ok(Ok(0)) => return None,
                 Ok(Ok(n)) => {
-                    if buf.is_empty() {
+                    if !mid_call {
                         since = Instant::now();
                     }
                     buf.extend_from_slice(&chunk[..n]);

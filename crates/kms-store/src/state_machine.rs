@@ -80,10 +80,9 @@ impl StateMachineStore {
     pub async fn current_snapshot(&self) -> Result<Option<Snapshot>, StoreError> {
         let shared = self.shared.clone();
         blocking(move || {
-            let Some(manifest) = shared.manifest()? else {
+            let Some((manifest, data)) = shared.current_snapshot()? else {
                 return Ok(None);
             };
-            let data = shared.snapshot_data(&manifest)?;
             Ok(Some(Snapshot {
                 meta: SnapshotMeta {
                     last_log_id: manifest.last_log_id,

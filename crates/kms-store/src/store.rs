@@ -193,7 +193,23 @@ impl Shared {
         }
     }
 
-    /// Read the current snapshot's data chunks into one buffer.
+    /// Read the current snapshot: its manifest and its data, consistent with each other even
+    /// while [`Self::persist_snapshot`] replaces it (a snapshot sent to a peer while a newer one
+    /// is being stored).
+    pub(crate) fn current_snapshot(&self) -> Result<Option<(Manifest, Vec<u8>)>, StoreError> {
+        let _guard = self
+            .snapshot_write
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let Some(manifest) = self.manifest()? else {
+            return Ok(None);
+        };
+        let data = self.snapshot_data(&manifest)?;
+        Ok(Some((manifest, data)))
+    }
+
+    /// Read the current snapshot's data chunks into one buffer. Callers other than the
+    /// single-threaded start-up use [`Self::current_snapshot`].
     pub(crate) fn snapshot_data(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
         let len = usize::try_from(manifest.len)
             .map_err(|_| StoreError::corrupt("snapshot manifest", "length exceeds memory"))?;

@@ -142,6 +142,7 @@ Examples:
   kmsctl activate --kms kms1.example.net:1688 --product \"Windows 11 Enterprise\"
   kmsctl bench --kms 127.0.0.1:1688 --concurrency 32 --duration 30 -o json
   kmsctl cert create-ca --out-dir ca/
+  kmsctl products \"Windows 11 Enterprise\"
   kmsctl status --server kms1:1689,kms2:1689,kms3:1689
   kmsctl config set renewal-interval 1440
   kmsctl completions bash > /etc/bash_completion.d/kmsctl";
@@ -230,6 +231,9 @@ pub enum Command {
     /// Create and inspect the cluster's TLS certificates: CA, nodes, operators.
     #[command(subcommand, after_help = crate::cert::CERT_HELP)]
     Cert(crate::cert::CertCommand),
+    /// List editions with their GVLK (KMS client setup key), product group and N (offline).
+    #[command(after_help = crate::products::PRODUCTS_HELP)]
+    Products(crate::products::ProductsArgs),
     /// Show the cluster: members, leader, term, health, counts against thresholds.
     #[command(after_help = format!("{}{}", crate::admin::STATUS_HELP, crate::admin::ADMIN_EXIT_CODES_HELP))]
     Status,

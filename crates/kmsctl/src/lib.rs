@@ -9,6 +9,8 @@
 //!   response too and reports throughput, latency percentiles and errors by reason.
 //! * `kmsctl cert` creates the cluster CA and the node and operator certificates of the gRPC
 //!   port's mutual TLS, and shows what a certificate says ([`cert`], over `kms_tls`).
+//! * `kmsctl products` lists the catalog offline: editions with their GVLK, product group and
+//!   required client count, or the product groups ([`products`]).
 //! * The admin subcommands (`status`, `health`, `member`, `leader`, `counts`, `clients`,
 //!   `config`, `identity`, `backup`, `events`) operate a kmsd cluster over its gRPC admin API
 //!   ([`admin`]): endpoint failover, leader hints, mutual TLS, tables or stable JSON.
@@ -30,6 +32,7 @@ pub mod cert;
 pub mod cli;
 pub mod client;
 pub mod exit;
+pub mod products;
 
 use std::io::Write;
 
@@ -105,6 +108,12 @@ pub async fn execute(cli: &Cli, out: &mut dyn Write) -> Result<ExitClass, Comman
             cert::run(command, cli.output, out)?;
             Ok(ExitClass::Success)
         }
+        Command::Products(args) => Ok(products::run(
+            args,
+            cli.output,
+            out,
+            &mut std::io::stderr(),
+        )?),
         Command::Status
         | Command::Health
         | Command::Member(_)

@@ -77,9 +77,13 @@ pub enum AdminSecurity {
     /// Mutual TLS: every caller presents a certificate signed by the cluster CA, whose role
     /// (`node`, `admin`, `read`) decides what it may do.
     MutualTls,
-    /// Clear text (the loopback-only single-node default, or `--insecure`): everything is
-    /// allowed; changes are logged and answered with a warning.
+    /// Clear text with `--insecure`: everything is allowed; changes are logged and answered
+    /// with a warning.
     Insecure,
+    /// Clear text without `--insecure` (the single-node default): like [`Self::Insecure`],
+    /// except that the node may not grow into a cluster (`member add` is refused), because a
+    /// multi-node cluster must run TLS unless `--insecure` says otherwise.
+    LocalOnly,
 }
 
 /// What a call needs.
@@ -175,20 +179,25 @@ pub struct AdminService {
     node: Arc<Node>,
     events: EventHub,
     security: AdminSecurity,
+    /// True while this node's KMS listener serves (the `serving` of Health).
+    kms_ready: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The tonic server of the admin service for `node`, ready for `Router::add_service`.
 /// `events` is the hub the KMS listener publishes activations to (see
-/// [`crate::events::WithEvents`]); `security` says whether the gRPC port runs mutual TLS.
+/// [`crate::events::WithEvents`]); `security` says whether the gRPC port runs mutual TLS;
+/// `kms_ready` is true while the KMS listener serves.
 pub fn admin_service(
     node: Arc<Node>,
     events: EventHub,
     security: AdminSecurity,
+    kms_ready: Arc<std::sync::atomic::AtomicBool>,
 ) -> AdminServer<AdminService> {
     AdminServer::new(AdminService {
         node,
         events,
         security,
+        kms_ready,
     })
 }
 
@@ -273,7 +282,7 @@ impl AdminService {
                 }
                 allowed.map(|()| None)
             }
-            AdminSecurity::Insecure => {
+            AdminSecurity::Insecure | AdminSecurity::LocalOnly => {
                 if access == Access::Read {
                     return Ok(None);
                 }
@@ -753,6 +762,15 @@ impl Admin for AdminService {
         req: Request<pb::MemberAddRequest>,
     ) -> Result2<pb::MemberChangeResponse> {
         let warning = self.admit("MemberAdd", &req, Access::Change)?;
+        if self.security == AdminSecurity::LocalOnly {
+            return Err(AdminError::FailedPrecondition(
+                "this node runs without TLS and without --insecure: a multi-node cluster must use \
+                 TLS for peer and admin traffic; restart every node with --tls-ca/--tls-cert/\
+                 --tls-key (see `kmsctl cert`), or with --insecure to accept clear text"
+                    .into(),
+            )
+            .into());
+        }
         let r = req.into_inner();
         let result: Result<String, AdminError> = async {
             if r.id == 0 {
@@ -1263,7 +1281,9 @@ impl Admin for AdminService {
     async fn health(&self, req: Request<pb::HealthRequest>) -> Result2<pb::HealthResponse> {
         self.admit("Health", &req, Access::Read)?;
         let st = self.node.status();
+        let serving = self.kms_ready.load(std::sync::atomic::Ordering::SeqCst);
         let reason = match (st.degraded, st.leader_id) {
+            _ if !serving => "not serving: the KMS listener is not running".to_string(),
             (false, Some(l)) if l == st.node_id => "in quorum, this node leads".to_string(),
             (false, Some(l)) => format!("in quorum, leader {l}"),
             (true, _) => format!(
@@ -1275,7 +1295,7 @@ impl Admin for AdminService {
         Ok(reply(
             pb::HealthResponse {
                 version: ADMIN_API_VERSION,
-                serving: true,
+                serving,
                 degraded: st.degraded,
                 leader_known: st.leader_id.is_some(),
                 leader_id: st.leader_id,

@@ -144,6 +144,15 @@ pub struct Layer {
     #[arg(long, env = "KMSD_COMMIT_TIMEOUT_MS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_timeout_ms: Option<u64>,
+    /// Raft log entries between snapshots (log compaction). Default 20000.
+    #[arg(long, env = "KMSD_SNAPSHOT_EVERY", value_name = "ENTRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_every: Option<u64>,
+    /// Log entries kept behind the latest snapshot (a follower lagging less than this catches
+    /// up from the log, one lagging more receives the snapshot). Default 1000.
+    #[arg(long, env = "KMSD_SNAPSHOT_KEEP_LOGS", value_name = "ENTRIES")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot_keep_logs: Option<u64>,
     /// Cluster CA certificate (PEM) for peer and admin mTLS.
     #[arg(long, env = "KMSD_TLS_CA", value_name = "FILE")]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -218,6 +227,8 @@ impl Layer {
             advertise: self.advertise.or(lower.advertise),
             insecure: self.insecure.or(lower.insecure),
             commit_timeout_ms: self.commit_timeout_ms.or(lower.commit_timeout_ms),
+            snapshot_every: self.snapshot_every.or(lower.snapshot_every),
+            snapshot_keep_logs: self.snapshot_keep_logs.or(lower.snapshot_keep_logs),
             tls_ca: self.tls_ca.or(lower.tls_ca),
             tls_cert: self.tls_cert.or(lower.tls_cert),
             tls_key: self.tls_key.or(lower.tls_key),
@@ -255,6 +266,8 @@ impl Layer {
             advertise: None,
             insecure: Some(false),
             commit_timeout_ms: Some(2000),
+            snapshot_every: Some(20_000),
+            snapshot_keep_logs: Some(1_000),
             tls_ca: None,
             tls_cert: None,
             tls_key: None,
@@ -332,6 +345,10 @@ pub struct Settings {
     pub insecure: bool,
     /// Commit timeout before degraded mode.
     pub commit_timeout: Duration,
+    /// Raft log entries between snapshots.
+    pub snapshot_every: u64,
+    /// Log entries kept behind a snapshot.
+    pub snapshot_keep_logs: u64,
     /// mTLS files for peer and admin gRPC, when all three are given.
     pub tls: Option<kms_tls::TlsFiles>,
     /// DNS settings.
@@ -500,6 +517,20 @@ impl Settings {
                 message: "must be 100…60000".into(),
             });
         }
+        let snapshot_every = l.snapshot_every.unwrap_or(20_000);
+        if !(10..=10_000_000).contains(&snapshot_every) {
+            return Err(ConfigError::Invalid {
+                key: "snapshot-every",
+                message: "must be 10…10000000 log entries".into(),
+            });
+        }
+        let snapshot_keep_logs = l.snapshot_keep_logs.unwrap_or(1_000);
+        if snapshot_keep_logs > 10_000_000 {
+            return Err(ConfigError::Invalid {
+                key: "snapshot-keep-logs",
+                message: "must be 0…10000000 log entries".into(),
+            });
+        }
         let tls = match (&l.tls_ca, &l.tls_cert, &l.tls_key) {
             (None, None, None) => None,
             (Some(ca), Some(cert), Some(key)) => Some(kms_tls::TlsFiles {
@@ -561,6 +592,8 @@ impl Settings {
             advertise,
             insecure: l.insecure.unwrap_or(false),
             commit_timeout: Duration::from_millis(commit_timeout_ms),
+            snapshot_every,
+            snapshot_keep_logs,
             data_dir: l.data_dir.clone().unwrap_or_else(|| "./kmsd-data".into()),
             node_id,
             name,

@@ -46,6 +46,7 @@ pub async fn serve(
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
+    update_gauges(&s.metrics, &s.node.status());
     (
         [(
             header::CONTENT_TYPE,
@@ -70,7 +71,8 @@ async fn readyz(State(s): State<HttpState>) -> Response {
     } else if status.leader_id.is_some() {
         "ok: in quorum"
     } else {
-        "degraded: no leader elected yet"
+        // Serving: a record waits up to commit_timeout for a leader, then goes to the journal.
+        "electing: no leader known yet; activations are answered (journaled if none appears)"
     };
     let code = if serving {
         StatusCode::OK
@@ -184,6 +186,43 @@ td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
     Html(html)
 }
 
+/// Copy a node status into the gauges. Called by the once-a-second refresher and by every
+/// `/metrics` scrape, so a scrape right after a change (an activation, a degraded journal entry)
+/// already shows it.
+fn update_gauges(metrics: &Metrics, st: &kms_cluster::NodeStatus) {
+    metrics.raft_replication_lag.reset();
+    for (peer, lag) in &st.replication_lag {
+        metrics
+            .raft_replication_lag
+            .with_label_values(&[&peer.to_string()])
+            .set(*lag as i64);
+    }
+    metrics.raft_term.set(st.term as i64);
+    metrics
+        .raft_is_leader
+        .set(i64::from(st.leader_id == Some(st.node_id)));
+    metrics.raft_commit_index.set(st.commit_index as i64);
+    metrics.raft_applied_index.set(st.applied_index as i64);
+    metrics
+        .degraded_journal_entries
+        .set(st.journal_entries as i64);
+    metrics.degraded.set(i64::from(st.degraded));
+    for p in &st.pools {
+        for (gauge, value) in [
+            (&metrics.pool_clients, i64::from(p.live)),
+            (&metrics.pool_reported, i64::from(p.reported)),
+            (&metrics.pool_threshold, i64::from(p.threshold)),
+            (
+                &metrics.pool_seat_limit,
+                p.seat_limit.map(i64::from).unwrap_or(0),
+            ),
+            (&metrics.duplicate_cmids, i64::from(p.duplicates)),
+        ] {
+            gauge.with_label_values(&[p.pool]).set(value);
+        }
+    }
+}
+
 /// Copy node status into gauges once a second until `shutdown`.
 pub async fn refresh_metrics(
     node: Arc<kms_cluster::Node>,
@@ -209,45 +248,7 @@ pub async fn refresh_metrics(
                 }
                 last_leader = st.leader_id;
             }
-            metrics.raft_replication_lag.reset();
-            for (peer, lag) in &st.replication_lag {
-                metrics
-                    .raft_replication_lag
-                    .with_label_values(&[&peer.to_string()])
-                    .set(*lag as i64);
-            }
-            metrics.raft_term.set(st.term as i64);
-            metrics
-                .raft_is_leader
-                .set(i64::from(st.leader_id == Some(st.node_id)));
-            metrics.raft_commit_index.set(st.commit_index as i64);
-            metrics.raft_applied_index.set(st.applied_index as i64);
-            metrics
-                .degraded_journal_entries
-                .set(st.journal_entries as i64);
-            metrics.degraded.set(i64::from(st.degraded));
-            for p in &st.pools {
-                metrics
-                    .pool_clients
-                    .with_label_values(&[p.pool])
-                    .set(i64::from(p.live));
-                metrics
-                    .pool_reported
-                    .with_label_values(&[p.pool])
-                    .set(i64::from(p.reported));
-                metrics
-                    .pool_threshold
-                    .with_label_values(&[p.pool])
-                    .set(i64::from(p.threshold));
-                metrics
-                    .pool_seat_limit
-                    .with_label_values(&[p.pool])
-                    .set(p.seat_limit.map(i64::from).unwrap_or(0));
-                metrics
-                    .duplicate_cmids
-                    .with_label_values(&[p.pool])
-                    .set(i64::from(p.duplicates));
-            }
+            update_gauges(&metrics, &st);
         }
     };
     tokio::select! {

@@ -25,7 +25,13 @@ use tracing::{info, warn};
 use crate::config::Settings;
 
 /// Bind a TCP listener; `[::]:port` is dual-stack (IPv4 clients arrive as mapped addresses).
+/// On a host without IPv6 the wildcard `[::]` falls back to `0.0.0.0` with a warning, so the
+/// embedded default (`[::]:1688`) starts everywhere.
 pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    with_ipv4_fallback(addr, bind_tcp_exact)
+}
+
+fn bind_tcp_exact(addr: SocketAddr) -> std::io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -44,6 +50,30 @@ pub fn bind_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// True when `e` says the host has no usable IPv6 (module not loaded, disabled by sysctl).
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL)
+    )
+}
+
+/// Bind `addr` with `bind`; when `addr` is the IPv6 wildcard and the host has no IPv6, bind the
+/// IPv4 wildcard on the same port instead.
+fn with_ipv4_fallback<T>(
+    addr: SocketAddr,
+    bind: impl Fn(SocketAddr) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    match bind(addr) {
+        Err(e) if addr.ip() == std::net::Ipv6Addr::UNSPECIFIED && ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port());
+            warn!(requested = %addr, bound = %v4, error = %e, "no IPv6 on this host; listening on IPv4 only");
+            bind(v4)
+        }
+        other => other,
+    }
+}
+
 /// `host` as it goes in front of `:port` (IPv6 literals in brackets).
 fn advertised_host(host: &str) -> String {
     if host.contains(':') && !host.starts_with('[') {
@@ -53,8 +83,12 @@ fn advertised_host(host: &str) -> String {
     }
 }
 
-/// Bind a UDP socket; `[::]:port` is dual-stack.
+/// Bind a UDP socket; `[::]:port` is dual-stack, with the same IPv4 fallback as [`bind_tcp`].
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    with_ipv4_fallback(addr, bind_udp_exact)
+}
+
+fn bind_udp_exact(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let domain = if addr.is_ipv6() {
         Domain::IPV6
@@ -223,6 +257,8 @@ pub async fn run_with(
             initial_cluster: settings.initial_cluster.clone(),
             join: settings.join.clone(),
             commit_timeout: settings.commit_timeout,
+            snapshot_every: settings.snapshot_every,
+            snapshot_keep_logs: settings.snapshot_keep_logs,
             dns_priority: settings.dns.priority,
             dns_weight: settings.dns.weight,
             ..kms_cluster::NodeSettings::default()
@@ -233,6 +269,17 @@ pub async fn run_with(
     )
     .await
     .context("starting the replicated store")?;
+    // The flags are not the whole story: a node restarted without --initial-cluster/--join is
+    // still a member of the cluster its data directory records.
+    let members = node.status().members.len();
+    if members > 1 && tls.is_none() && !settings.insecure {
+        node.shutdown().await;
+        anyhow::bail!(
+            "the data directory holds a cluster of {members} members: peer and admin traffic \
+             must use TLS (--tls-ca, --tls-cert, --tls-key; see `kmsctl cert`), or run with \
+             --insecure to accept clear text"
+        );
+    }
     let node = Arc::new(node);
 
     let metrics = Arc::new(metrics::Metrics::new(settings.node_id));
@@ -245,14 +292,29 @@ pub async fn run_with(
     };
     let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info());
     let events = events::EventHub::new(settings.node_id);
-    let security = if tls.is_some() {
-        admin::AdminSecurity::MutualTls
+    let (security, peer_access) = if tls.is_some() {
+        (admin::AdminSecurity::MutualTls, grpc_auth::PeerAccess::Tls)
+    } else if settings.insecure {
+        (
+            admin::AdminSecurity::Insecure,
+            grpc_auth::PeerAccess::Insecure,
+        )
     } else {
-        admin::AdminSecurity::Insecure
+        (
+            admin::AdminSecurity::LocalOnly,
+            grpc_auth::PeerAccess::SingleNode,
+        )
     };
+    // True while the KMS listener serves (/readyz, admin Health).
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let router = kms_cluster::grpc::server(server_tls)?
-        .add_service(grpc_auth::peer_service(peer, tls.is_some()))
-        .add_service(admin::admin_service(node.clone(), events.clone(), security));
+        .add_service(grpc_auth::peer_service(peer, peer_access))
+        .add_service(admin::admin_service(
+            node.clone(),
+            events.clone(),
+            security,
+            ready.clone(),
+        ));
     let grpc_task = tokio::spawn(kms_cluster::grpc::serve(
         grpc_listener,
         router,
@@ -266,7 +328,6 @@ pub async fn run_with(
             stop_rx.clone(),
         ));
     }
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     let http_task = tokio::spawn(http::serve(
         http_listener,
@@ -411,5 +472,63 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io;
+
+    #[tokio::test]
+    async fn wildcard_ipv6_listener_takes_ipv4_and_ipv6_clients() {
+        let l = bind_tcp("[::]:0".parse().unwrap()).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let v4 = tokio::net::TcpStream::connect(("127.0.0.1", port)).await;
+        assert!(v4.is_ok(), "IPv4 client refused by [::]: {v4:?}");
+        let (_, peer) = l.accept().await.unwrap();
+        assert!(
+            peer.ip().to_canonical().is_ipv4(),
+            "IPv4 client arrived as {peer}"
+        );
+        if l.local_addr().unwrap().is_ipv6() {
+            // The host has IPv6 (else the wildcard fell back to 0.0.0.0): ::1 is served too.
+            tokio::net::TcpStream::connect(("::1", port)).await.unwrap();
+            let (_, peer) = l.accept().await.unwrap();
+            assert!(peer.ip().is_ipv6(), "IPv6 client arrived as {peer}");
+        }
+        let u = bind_udp("[::]:0".parse().unwrap()).unwrap();
+        let c = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        c.send_to(b"x", ("127.0.0.1", u.local_addr().unwrap().port()))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4];
+        let (n, _) = u.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"x");
+    }
+
+    #[test]
+    fn the_ipv6_wildcard_falls_back_to_ipv4_when_the_host_has_no_ipv6() {
+        let tried = std::sync::Mutex::new(Vec::new());
+        let bind = |a: SocketAddr| {
+            tried.lock().unwrap().push(a);
+            if a.is_ipv6() {
+                Err(io::Error::from_raw_os_error(libc::EAFNOSUPPORT))
+            } else {
+                Ok(a)
+            }
+        };
+        let got = with_ipv4_fallback("[::]:1688".parse().unwrap(), bind).unwrap();
+        assert_eq!(got, "0.0.0.0:1688".parse().unwrap());
+        assert_eq!(tried.lock().unwrap().len(), 2);
+
+        // A specific IPv6 address, or another error (port in use), is not papered over.
+        let err = with_ipv4_fallback("[::1]:1688".parse().unwrap(), bind).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EAFNOSUPPORT));
+        let in_use = |_: SocketAddr| -> io::Result<()> {
+            Err(io::Error::from_raw_os_error(libc::EADDRINUSE))
+        };
+        let err = with_ipv4_fallback("[::]:1688".parse().unwrap(), in_use).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EADDRINUSE));
     }
 }

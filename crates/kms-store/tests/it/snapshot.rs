@@ -111,3 +111,65 @@ async fn unreadable_snapshot_is_refused_and_state_kept() {
     assert!(sm.read(|s| *s == before));
     assert!(sm.get_current_snapshot().await.unwrap().is_none());
 }
+
+/// Regression: a snapshot read for a peer (`get_current_snapshot`) while a newer snapshot was
+/// being stored could pair the old manifest with the new data ("corrupt stored data: N bytes,
+/// manifest says M"), which stopped the node's Raft core. Reads and stores now exclude each
+/// other, so every read is one whole snapshot. The snapshots span several 4 MiB chunks, as the
+/// ones that showed the bug did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_the_current_snapshot_while_newer_ones_are_stored_is_consistent() {
+    const FIRST: u64 = 40_000;
+    const MORE: u64 = 2_000;
+    let clients = |index: u64| (FIRST + MORE * (index - 1)) as usize;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let mut sm = store.state_machine();
+    apply(&mut sm, vec![record_entry(1, 1, FIRST)]).await;
+    let first = sm.snapshot_now().await.unwrap();
+    assert!(
+        first.snapshot.len() > 4 << 20,
+        "one chunk only: {} bytes",
+        first.snapshot.len()
+    );
+
+    let mut built = std::collections::BTreeMap::new();
+    built.insert(1, first.snapshot.len());
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let mut sm = store.state_machine();
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let snap = sm
+                    .get_current_snapshot()
+                    .await
+                    .expect("a consistent current snapshot")
+                    .expect("a snapshot exists");
+                let index = snap.meta.last_log_id.expect("log id").index;
+                seen.push((index, snap.snapshot.len()));
+            }
+            seen
+        })
+    };
+    for i in 2..=12 {
+        apply(&mut sm, vec![record_entry(1, i, MORE)]).await;
+        let snap = sm.snapshot_now().await.unwrap();
+        built.insert(i, snap.snapshot.len());
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let seen = reader.await.expect("the reader saw only whole snapshots");
+    assert!(!seen.is_empty());
+    // Each read is exactly the snapshot its manifest names.
+    for (index, len) in &seen {
+        assert_eq!(
+            Some(len),
+            built.get(index),
+            "read of the snapshot at {index}"
+        );
+    }
+    let last = sm.get_current_snapshot().await.unwrap().unwrap();
+    let state: kms_core::State = kms_store::codec::decode("snapshot data", &last.snapshot).unwrap();
+    assert_eq!(state.stored_clients(kms_core::Pool::Windows), clients(12));
+}

@@ -55,6 +55,7 @@ fuzz_target!(|data: &[u8]| {
                             let err = call.respond(Err(kms_wire::Hresult::INVALID_DATA));
                             assert!(Pdu::decode(&err).is_ok());
                         }
+                        HostAction::Continue => {}
                         HostAction::Close(_) => break 'outer,
                     }
                     buf.drain(..len);

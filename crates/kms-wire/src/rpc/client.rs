@@ -404,6 +404,11 @@ fn classify_result(offer: SyntaxId, res: &ContextResult) -> Result<Granted, RpcE
 /// response message borrowed from `pdu`.
 ///
 /// A FAULT's call_id is not checked: vlmcsd always sends 2 there (PROTOCOL.md §10).
+///
+/// A fragmented RESPONSE (PFC_FIRST_FRAG and PFC_LAST_FRAG not both set) is refused with
+/// [`RpcError::Fragmented`]: the client does not reassemble. A KMS response stub is at most a
+/// few hundred bytes, far below the 5840-byte max_recv_frag the client announces, so no host
+/// fragments it; reassembly would turn this one-PDU parser into a stateful one for no gain.
 pub fn parse_call_result(
     pdu: &[u8],
     call_id: u32,
@@ -414,6 +419,9 @@ pub fn parse_call_result(
     if h.ptype == ptype::FAULT {
         let f = Fault::decode(pdu)?;
         return Err(CallError::Fault { status: f.status });
+    }
+    if !h.is_unfragmented() {
+        return Err(RpcError::Fragmented(h.pfc_flags).into());
     }
     let resp = Response::decode(pdu)?;
     if h.call_id != call_id {

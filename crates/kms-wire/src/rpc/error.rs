@@ -32,9 +32,35 @@ pub enum RpcError {
     /// `auth_length` is not zero: KMS never authenticates at the RPC layer.
     #[error("authentication not supported (auth_length {0})")]
     AuthNotSupported(u16),
-    /// PFC_FIRST_FRAG and PFC_LAST_FRAG are not both set: KMS PDUs are never fragmented.
-    #[error("fragmented PDUs are not supported (pfc_flags 0x{0:02x})")]
+    /// PFC_FIRST_FRAG and PFC_LAST_FRAG are not both set on a PDU that must not be fragmented:
+    /// anything but a REQUEST on the host (BIND / ALTER_CONTEXT never fragment in practice and
+    /// are refused), and a RESPONSE on the client (a KMS response is far below any fragment
+    /// size, so the client does not reassemble).
+    #[error("fragmented PDUs of this type are not supported (pfc_flags 0x{0:02x})")]
     Fragmented(u8),
+    /// A REQUEST fragment out of sequence: a middle or last fragment with no call being
+    /// reassembled, a new first fragment (or whole REQUEST) while one is, or a PDU other than
+    /// a REQUEST in the middle of a fragmented call.
+    #[error("REQUEST fragment out of sequence: {0}")]
+    FragmentSequence(&'static str),
+    /// A REQUEST fragment whose call_id, p_cont_id or opnum differs from the first fragment's.
+    #[error("REQUEST fragment {field} {got} differs from the first fragment's {expected}")]
+    FragmentMismatch {
+        /// "call_id", "p_cont_id" or "opnum".
+        field: &'static str,
+        /// Value in the first fragment.
+        expected: u32,
+        /// Value in this fragment.
+        got: u32,
+    },
+    /// A fragmented REQUEST exceeds a reassembly bound.
+    #[error("fragmented REQUEST exceeds the limit of {max} {what}")]
+    ReassemblyLimit {
+        /// "stub bytes" or "fragments".
+        what: &'static str,
+        /// The limit.
+        max: usize,
+    },
     /// `frag_length` is above the configured maximum.
     #[error("frame of {len} bytes exceeds the maximum of {max}")]
     FrameTooLarge {

@@ -58,9 +58,11 @@ impl FrameDecoder {
     }
 
     /// Inspect the front of `buf`. Once 16 bytes are present the header is validated
-    /// ([`Header::validate`]: version 5.0, little-endian, auth_length 0, not fragmented,
-    /// frag_length ≥ 16) and frag_length is checked against the maximum; any violation is an
-    /// error after which the connection should be closed.
+    /// ([`Header::validate`]: version 5.0, little-endian, auth_length 0, frag_length ≥ 16,
+    /// not fragmented unless it is a REQUEST or RESPONSE) and frag_length is checked against
+    /// the maximum; any violation is an error after which the connection should be closed.
+    /// Each fragment of a fragmented call is its own frame; reassembly is done by the
+    /// association.
     pub fn check(&self, buf: &[u8]) -> Result<FrameStatus, RpcError> {
         if buf.len() < HEADER_LEN {
             return Ok(FrameStatus::NeedMore { total: HEADER_LEN });

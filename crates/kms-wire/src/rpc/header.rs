@@ -51,9 +51,10 @@ pub const DREP_LE: [u8; 4] = [0x10, 0, 0, 0];
 
 /// The common header, field by field as on the wire.
 ///
-/// Decoding validates it (rpc_vers 5.0, little-endian drep, auth_length 0, FIRST+LAST set);
-/// encoding writes every field as stored except `frag_length`, which is always recomputed from
-/// the encoded PDU (a decoded header always agrees with its PDU's length).
+/// Decoding validates it (rpc_vers 5.0, little-endian drep, auth_length 0, FIRST+LAST set
+/// except on REQUEST/RESPONSE fragments, see [`Header::validate`]); encoding writes every field
+/// as stored except `frag_length`, which is always recomputed from the encoded PDU (a decoded
+/// header always agrees with its PDU's length).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Header {
     /// rpc_vers (5).
@@ -112,8 +113,33 @@ impl Header {
         })
     }
 
+    /// True when PFC_FIRST_FRAG is set (the first or only fragment of a call).
+    pub const fn is_first_frag(&self) -> bool {
+        self.pfc_flags & pfc::FIRST_FRAG != 0
+    }
+
+    /// True when PFC_LAST_FRAG is set (the last or only fragment of a call).
+    pub const fn is_last_frag(&self) -> bool {
+        self.pfc_flags & pfc::LAST_FRAG != 0
+    }
+
+    /// True when both PFC_FIRST_FRAG and PFC_LAST_FRAG are set: the PDU is a whole call.
+    pub const fn is_unfragmented(&self) -> bool {
+        self.pfc_flags & pfc::FIRST_LAST == pfc::FIRST_LAST
+    }
+
+    /// True for the PTYPEs whose calls may span several fragments: REQUEST and RESPONSE.
+    /// Every other PDU (BIND, ALTER_CONTEXT, their answers, FAULT, …) must be unfragmented.
+    pub const fn may_fragment(&self) -> bool {
+        matches!(self.ptype, ptype::REQUEST | ptype::RESPONSE)
+    }
+
     /// The §3.1 host rules every PDU must satisfy: rpc_vers 5.0, little-endian integers,
-    /// auth_length 0, FIRST_FRAG and LAST_FRAG both set, frag_length ≥ 16.
+    /// auth_length 0, frag_length ≥ 16, and FIRST_FRAG and LAST_FRAG both set — except on
+    /// REQUEST and RESPONSE PDUs ([`Header::may_fragment`]), which may be one fragment of a
+    /// larger call. Putting REQUEST fragments back together is the host association's job
+    /// ([`crate::rpc::Association`], bounded); a fragmented PDU of any other type is
+    /// [`RpcError::Fragmented`].
     pub fn validate(&self) -> Result<(), RpcError> {
         if self.rpc_vers != 5 || self.rpc_vers_minor != 0 {
             return Err(RpcError::BadVersion {
@@ -127,7 +153,7 @@ impl Header {
         if self.auth_length != 0 {
             return Err(RpcError::AuthNotSupported(self.auth_length));
         }
-        if self.pfc_flags & pfc::FIRST_LAST != pfc::FIRST_LAST {
+        if !self.is_unfragmented() && !self.may_fragment() {
             return Err(RpcError::Fragmented(self.pfc_flags));
         }
         if usize::from(self.frag_length) < HEADER_LEN {

@@ -3,7 +3,8 @@
 //! RESPONSE builder (§3.7, §4.3, §4.4).
 //!
 //! The state machine is fed whole PDUs (see [`crate::rpc::frame_len`]) and answers with a
-//! [`HostAction`]. It does no I/O and keeps only the presentation-context bindings.
+//! [`HostAction`]. It does no I/O and keeps only the presentation-context bindings and, between
+//! the fragments of a fragmented REQUEST, the stub received so far.
 //!
 //! Choices where PROTOCOL.md leaves room (all marked \[REC\] there unless said):
 //! * A header that breaks the §3.1 host rules, a frame above `max_pdu`, a PTYPE other than
@@ -23,6 +24,28 @@
 //!   one the first syntax produced.
 //! * At most [`MAX_BOUND_CONTEXTS`] distinct context ids are bound per connection; further new
 //!   ids are rejected with (provider_rejection, local_limit_exceeded).
+//!
+//! # Fragmented REQUESTs
+//!
+//! KMS clients never fragment (PROTOCOL.md §2), but DCE/RPC allows a REQUEST to be split into
+//! several REQUEST PDUs, so the association reassembles them, within bounds:
+//! * The first fragment has PFC_FIRST_FRAG, middle ones neither flag, the last PFC_LAST_FRAG.
+//!   Every fragment must carry the first one's call_id, p_cont_id and opnum; their stubs are
+//!   concatenated (alloc_hint is ignored, an object UUID is skipped in each fragment). Non-final
+//!   fragments are answered with [`HostAction::Continue`] (nothing to send); the call is handled
+//!   exactly like an unfragmented REQUEST once the last fragment arrives, so the context,
+//!   opnum and stub checks (and their FAULTs) happen once, for the whole call.
+//! * At most [`MAX_REQUEST_STUB`] reassembled stub bytes and [`MAX_REQUEST_FRAGMENTS`]
+//!   fragments per call (see [`Association::with_reassembly_limits`]); each fragment is still
+//!   subject to `max_pdu`. A KMS request stub is under 300 bytes.
+//! * Breaking the sequence closes the connection: a middle or last fragment with no call in
+//!   progress or a new first fragment (or whole REQUEST) while one is
+//!   ([`RpcError::FragmentSequence`]), a PDU other than a REQUEST mid-call (likewise), a
+//!   differing call_id/p_cont_id/opnum ([`RpcError::FragmentMismatch`]), or exceeding a bound
+//!   ([`RpcError::ReassemblyLimit`]). A FAULT would not help: the rest of the offending call's
+//!   fragments would still be in flight and would each break the sequence again.
+//! * BIND and ALTER_CONTEXT are never reassembled (no client fragments them): a fragmented one
+//!   closes the connection with [`RpcError::Fragmented`].
 
 use std::borrow::Cow;
 
@@ -39,6 +62,14 @@ use super::pdu::{
 
 /// Most distinct presentation-context ids one connection may bind.
 pub const MAX_BOUND_CONTEXTS: usize = 32;
+
+/// Default bound on the stub of a fragmented REQUEST once reassembled, in bytes (64 KiB; a KMS
+/// request stub is under 300 bytes).
+pub const MAX_REQUEST_STUB: usize = 64 * 1024;
+
+/// Default bound on the number of fragments of one REQUEST, first and last included. Memory is
+/// bounded by [`MAX_REQUEST_STUB`]; this stops an endless run of (possibly empty) fragments.
+pub const MAX_REQUEST_FRAGMENTS: usize = 1024;
 
 /// Host-side RPC configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +106,32 @@ pub enum HostAction<'a> {
     /// A well-formed RequestActivation call: run the KMS logic on
     /// [`PendingCall::kms_message`] and send [`PendingCall::respond`]'s bytes.
     Call(PendingCall<'a>),
+    /// A non-final fragment of a fragmented REQUEST was buffered: send nothing, keep reading.
+    Continue,
     /// Close the connection without answering.
     Close(RpcError),
+}
+
+impl HostAction<'_> {
+    /// Detach from the PDU buffer (copies a [`PendingCall`]'s KMS message).
+    pub fn into_owned(self) -> HostAction<'static> {
+        match self {
+            HostAction::Reply(r) => HostAction::Reply(r),
+            HostAction::Call(c) => HostAction::Call(c.into_owned()),
+            HostAction::Continue => HostAction::Continue,
+            HostAction::Close(e) => HostAction::Close(e),
+        }
+    }
+}
+
+/// A fragmented REQUEST being put back together.
+#[derive(Debug, Clone)]
+struct Reassembly {
+    call_id: u32,
+    p_cont_id: u16,
+    opnum: u16,
+    fragments: usize,
+    stub: Vec<u8>,
 }
 
 /// The RPC state of one connection on the host.
@@ -86,6 +141,9 @@ pub struct Association {
     assoc_group_id: u32,
     bound: bool,
     contexts: Vec<(u16, Syntax)>,
+    max_request_stub: usize,
+    max_request_fragments: usize,
+    reassembly: Option<Reassembly>,
 }
 
 impl Association {
@@ -102,7 +160,26 @@ impl Association {
             assoc_group_id,
             bound: false,
             contexts: Vec::new(),
+            max_request_stub: MAX_REQUEST_STUB,
+            max_request_fragments: MAX_REQUEST_FRAGMENTS,
+            reassembly: None,
         }
+    }
+
+    /// Replace the reassembly bounds of fragmented REQUESTs (defaults [`MAX_REQUEST_STUB`]
+    /// and [`MAX_REQUEST_FRAGMENTS`]). `max_fragments` counts the first and last fragments;
+    /// below 2, every fragmented REQUEST fails. Unfragmented REQUESTs are bounded by
+    /// `max_pdu` alone.
+    pub fn with_reassembly_limits(mut self, max_stub: usize, max_fragments: usize) -> Self {
+        self.max_request_stub = max_stub;
+        self.max_request_fragments = max_fragments;
+        self
+    }
+
+    /// True while a fragmented REQUEST has been started but its last fragment has not arrived
+    /// (the connection is in the middle of a call even if its receive buffer is empty).
+    pub fn is_reassembling(&self) -> bool {
+        self.reassembly.is_some()
     }
 
     /// The configuration.
@@ -133,7 +210,10 @@ impl Association {
     pub fn on_pdu<'a>(&mut self, pdu: &'a [u8]) -> HostAction<'a> {
         match self.dispatch(pdu) {
             Ok(action) => action,
-            Err(e) => HostAction::Close(e),
+            Err(e) => {
+                self.reassembly = None;
+                HostAction::Close(e)
+            }
         }
     }
 
@@ -152,6 +232,11 @@ impl Association {
                 frag_length: h.frag_length,
                 actual: pdu.len(),
             });
+        }
+        if self.reassembly.is_some() && h.ptype != ptype::REQUEST {
+            return Err(RpcError::FragmentSequence(
+                "PDU other than a REQUEST fragment in the middle of a fragmented REQUEST",
+            ));
         }
         match (h.ptype, self.bound) {
             (ptype::BIND, false) | (ptype::ALTER_CONTEXT, true) => {
@@ -265,23 +350,94 @@ impl Association {
 
     fn on_request<'a>(&mut self, pdu: &'a [u8]) -> Result<HostAction<'a>, RpcError> {
         let req = Request::decode(pdu)?;
-        let call_id = req.header.call_id;
-        let fault =
-            |status| HostAction::Reply(Fault::for_call(call_id, req.p_cont_id, status).encode());
-        let Some(syntax) = self.context_syntax(req.p_cont_id) else {
-            return Ok(fault(status::NCA_UNK_IF));
-        };
-        if req.opnum != 0 {
-            return Ok(fault(status::NCA_OP_RNG_ERROR));
+        let h = req.header;
+        match (h.is_first_frag(), h.is_last_frag(), self.reassembly.take()) {
+            (true, true, None) => Ok(self.call(h.call_id, req.p_cont_id, req.opnum, req.stub)),
+            (true, false, None) => {
+                self.check_reassembly_limits(1, req.stub.len())?;
+                self.reassembly = Some(Reassembly {
+                    call_id: h.call_id,
+                    p_cont_id: req.p_cont_id,
+                    opnum: req.opnum,
+                    fragments: 1,
+                    stub: req.stub.to_vec(),
+                });
+                Ok(HostAction::Continue)
+            }
+            (false, last, Some(mut r)) => {
+                for (field, expected, got) in [
+                    ("call_id", r.call_id, h.call_id),
+                    (
+                        "p_cont_id",
+                        u32::from(r.p_cont_id),
+                        u32::from(req.p_cont_id),
+                    ),
+                    ("opnum", u32::from(r.opnum), u32::from(req.opnum)),
+                ] {
+                    if expected != got {
+                        return Err(RpcError::FragmentMismatch {
+                            field,
+                            expected,
+                            got,
+                        });
+                    }
+                }
+                let fragments = r.fragments.saturating_add(1);
+                self.check_reassembly_limits(
+                    fragments,
+                    r.stub.len().saturating_add(req.stub.len()),
+                )?;
+                r.fragments = fragments;
+                r.stub.extend_from_slice(req.stub);
+                if last {
+                    Ok(self
+                        .call(r.call_id, r.p_cont_id, r.opnum, &r.stub)
+                        .into_owned())
+                } else {
+                    self.reassembly = Some(r);
+                    Ok(HostAction::Continue)
+                }
+            }
+            (false, _, None) => Err(RpcError::FragmentSequence(
+                "REQUEST fragment without PFC_FIRST_FRAG and no fragmented REQUEST in progress",
+            )),
+            (true, _, Some(_)) => Err(RpcError::FragmentSequence(
+                "new REQUEST while a fragmented REQUEST is in progress",
+            )),
         }
-        match RequestStub::decode(syntax, req.stub) {
-            Ok(stub) => Ok(HostAction::Call(PendingCall::new(
-                call_id,
-                req.p_cont_id,
-                syntax,
-                stub.message,
-            ))),
-            Err(_) => Ok(fault(status::RPC_X_BAD_STUB_DATA)),
+    }
+
+    fn check_reassembly_limits(&self, fragments: usize, stub_len: usize) -> Result<(), RpcError> {
+        if fragments > self.max_request_fragments {
+            return Err(RpcError::ReassemblyLimit {
+                what: "fragments",
+                max: self.max_request_fragments,
+            });
+        }
+        if stub_len > self.max_request_stub {
+            return Err(RpcError::ReassemblyLimit {
+                what: "stub bytes",
+                max: self.max_request_stub,
+            });
+        }
+        Ok(())
+    }
+
+    /// §3.6 for a whole call (unfragmented or reassembled): FAULT or a [`PendingCall`].
+    fn call<'s>(&self, call_id: u32, p_cont_id: u16, opnum: u16, stub: &'s [u8]) -> HostAction<'s> {
+        let fault =
+            |status| HostAction::Reply(Fault::for_call(call_id, p_cont_id, status).encode());
+        let Some(syntax) = self.context_syntax(p_cont_id) else {
+            return fault(status::NCA_UNK_IF);
+        };
+        if opnum != 0 {
+            return fault(status::NCA_OP_RNG_ERROR);
+        }
+        match RequestStub::decode(syntax, stub) {
+            Ok(stub) => {
+                HostAction::Call(PendingCall::new(call_id, p_cont_id, syntax, stub.message))
+            }
+            Err(_) => fault(status::RPC_X_BAD_STUB_DATA),
         }
     }
 }
@@ -309,7 +465,8 @@ fn port_sec_addr(port: u16) -> ([u8; 6], usize) {
 }
 
 /// A RequestActivation call accepted by [`Association::on_pdu`], waiting for the KMS layer's
-/// answer. Borrows the KMS message from the PDU buffer; [`PendingCall::into_owned`] detaches it.
+/// answer. Borrows the KMS message from the PDU buffer (a reassembled call owns it);
+/// [`PendingCall::into_owned`] detaches it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingCall<'a> {
     call_id: u32,

@@ -6,7 +6,8 @@
 //!   RESPONSE, FAULT, BIND_NAK) that re-encode byte for byte, pad bytes included.
 //! * [`ndr`] — NDR32/NDR64 request and response stubs (§4).
 //! * [`frame`] — incremental framing of the TCP byte stream ([`frame_len`]).
-//! * [`host`] — the per-connection host state machine ([`Association`]).
+//! * [`host`] — the per-connection host state machine ([`Association`]), including the
+//!   bounded reassembly of fragmented REQUESTs.
 //! * [`client`] — the client side ([`ClientAssociation`]).
 //!
 //! A host connection loop looks like this (I/O elided):
@@ -24,6 +25,7 @@
 //!             let bytes = call.respond(answer);
 //!             /* write bytes */
 //!         }
+//!         HostAction::Continue => {} // a REQUEST fragment was buffered; nothing to send
 //!         HostAction::Close(e) => return Err(e),
 //!     }
 //!     buf.drain(..n);
@@ -44,7 +46,10 @@ pub use client::{BindStep, CallError, ClientAssociation, ClientOptions, parse_ca
 pub use error::RpcError;
 pub use frame::{DEFAULT_MAX_PDU, FrameDecoder, FrameStatus, frame_len};
 pub use header::{DREP_LE, HEADER_LEN, Header, pfc, ptype};
-pub use host::{Association, HostAction, HostConfig, MAX_BOUND_CONTEXTS, PendingCall};
+pub use host::{
+    Association, HostAction, HostConfig, MAX_BOUND_CONTEXTS, MAX_REQUEST_FRAGMENTS,
+    MAX_REQUEST_STUB, PendingCall,
+};
 pub use ndr::{
     REFERENT_ID, RequestStub, ResponseStub, Syntax, encode_request_stub, encode_response_stub,
 };

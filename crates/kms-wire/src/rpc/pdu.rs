@@ -468,7 +468,8 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// Decode a complete REQUEST PDU.
+    /// Decode a complete REQUEST PDU: a whole call, or one fragment of a fragmented call
+    /// (check `header.pfc_flags`; [`crate::rpc::Association`] reassembles fragments).
     pub fn decode(pdu: &'a [u8]) -> Result<Request<'a>, RpcError> {
         let header = Header::decode_expect(pdu, ptype::REQUEST, ptype::REQUEST)?;
         let body = pdu.get(HEADER_LEN..).unwrap_or(&[]);
@@ -536,7 +537,7 @@ pub struct Response<'a> {
 }
 
 impl<'a> Response<'a> {
-    /// Decode a complete RESPONSE PDU.
+    /// Decode a complete RESPONSE PDU (a whole call or one fragment; check `header.pfc_flags`).
     pub fn decode(pdu: &'a [u8]) -> Result<Response<'a>, RpcError> {
         let header = Header::decode_expect(pdu, ptype::RESPONSE, ptype::RESPONSE)?;
         let body = pdu.get(HEADER_LEN..).unwrap_or(&[]);

@@ -6,6 +6,7 @@ mod kms_captured;
 mod kms_malformed;
 mod kms_props;
 mod rpc_captured;
+mod rpc_fragments;
 mod rpc_host;
 mod rpc_malformed;
 mod rpc_props;

@@ -310,6 +310,7 @@ fn replaying_captured_clients_through_the_host_reproduces_vlmcsd() {
                         assert_eq!(hex::encode(ours), hex::encode(&sbytes), "{ctx}");
                         calls += 1;
                     }
+                    HostAction::Continue => panic!("{ctx}: unfragmented PDU buffered"),
                     HostAction::Close(e) => panic!("{ctx}: closed: {e}"),
                 }
                 i += 2;

@@ -83,6 +83,7 @@ fn server_deterministic_rpc_expectations() {
                     };
                     assert_eq!(hex::encode(ours), hex::encode(&expected), "{ctx}");
                 }
+                HostAction::Continue => panic!("{ctx}: unfragmented PDU buffered"),
                 HostAction::Close(e) => panic!("{ctx}: closed: {e}"),
             }
         }

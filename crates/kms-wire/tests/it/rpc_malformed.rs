@@ -208,6 +208,8 @@ fn nonzero_auth_length() {
 
 #[test]
 fn fragmented_flags() {
+    // BIND and ALTER_CONTEXT are never reassembled: refused by the frame decoder as soon as
+    // the header is in, and by the association.
     for flags in [0x00u8, 0x01, 0x02, 0x11, 0x12] {
         let mut b = bind3();
         b[3] = flags;
@@ -219,12 +221,40 @@ fn fragmented_flags() {
             expect_close(&mut Association::new(HostConfig::default(), 1), &b),
             RpcError::Fragmented(flags)
         );
+        assert_eq!(Bind::decode(&b), Err(RpcError::Fragmented(flags)));
+        let mut alter = b.clone();
+        alter[2] = 14;
+        assert_eq!(
+            expect_close(&mut bound(), &alter),
+            RpcError::Fragmented(flags)
+        );
     }
-    // A fragmented REQUEST on a bound association closes it too.
+    // A REQUEST fragment is framed and buffered; the call is served once the last one arrives
+    // (rpc_fragments.rs has the full coverage).
     let mut a = bound();
-    let mut r = request(3, 1, 0, &ndr64_stub(&[1, 2, 3]));
-    r[3] = 0x01;
-    assert_eq!(expect_close(&mut a, &r), RpcError::Fragmented(0x01));
+    let stub = ndr64_stub(&[1, 2, 3]);
+    let (head, tail) = stub.split_at(5);
+    let mut first = request(3, 1, 0, head);
+    first[3] = 0x01;
+    let mut last = request(3, 1, 0, tail);
+    last[3] = 0x02;
+    assert_eq!(frame_len(&first, DEFAULT_MAX_PDU), Ok(Some(first.len())));
+    assert_eq!(a.on_pdu(&first), HostAction::Continue);
+    assert!(a.is_reassembling());
+    match a.on_pdu(&last) {
+        HostAction::Call(c) => assert_eq!((c.kms_message(), c.call_id()), (&[1, 2, 3][..], 3)),
+        other => panic!("{other:?}"),
+    }
+    assert!(!a.is_reassembling());
+    // A middle or last fragment with nothing in progress closes the connection.
+    for flags in [0x00u8, 0x02] {
+        let mut r = request(4, 1, 0, &stub);
+        r[3] = flags;
+        assert!(matches!(
+            expect_close(&mut bound(), &r),
+            RpcError::FragmentSequence(_)
+        ));
+    }
 }
 
 #[test]

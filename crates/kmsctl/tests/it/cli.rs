@@ -385,33 +385,92 @@ fn completions_subcommand() {
     );
 }
 
+/// Every top-level subcommand (see `every_subcommand_is_covered`).
+const SUBCOMMANDS: &[&str] = &[
+    "activate",
+    "bench",
+    "cert",
+    "products",
+    "status",
+    "health",
+    "member",
+    "leader",
+    "counts",
+    "clients",
+    "config",
+    "identity",
+    "backup",
+    "events",
+    "completions",
+];
+
 #[test]
-fn every_help_has_an_example() {
+fn every_subcommand_is_covered() {
+    let cmd = Cli::command();
+    let mut names: Vec<&str> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name())
+        .filter(|n| *n != "help")
+        .collect();
+    names.sort_unstable();
+    let mut listed = SUBCOMMANDS.to_vec();
+    listed.sort_unstable();
+    assert_eq!(names, listed, "add new subcommands to SUBCOMMANDS");
+}
+
+/// The long help of `kmsctl <path…>`.
+fn long_help(path: &[&str]) -> String {
     let mut cmd = Cli::command();
     cmd.build();
-    let top = cmd.render_long_help().to_string();
+    let mut c = &mut cmd;
+    for name in path {
+        c = c
+            .find_subcommand_mut(name)
+            .unwrap_or_else(|| panic!("no subcommand {path:?}"));
+    }
+    c.render_long_help().to_string()
+}
+
+#[test]
+fn every_help_has_an_example() {
+    let top = long_help(&[]);
     assert!(
         top.contains("Examples:") && top.contains("kmsctl activate"),
         "{top}"
     );
-    for sub in ["activate", "bench", "completions"] {
-        let help = cmd
-            .find_subcommand_mut(sub)
-            .unwrap()
-            .render_long_help()
-            .to_string();
+    assert!(top.contains("kmsctl products "), "{top}");
+    for sub in SUBCOMMANDS {
+        let help = long_help(&[sub]);
         assert!(help.contains("Example"), "{sub}: {help}");
         assert!(help.contains(&format!("kmsctl {sub} ")), "{sub}: {help}");
+        if *sub != "completions" {
+            assert!(help.contains("Exit codes:"), "{sub}: {help}");
+            assert!(help.contains("64"), "{sub}: {help}");
+        }
     }
-    for sub in ["activate", "bench"] {
-        let help = cmd
-            .find_subcommand_mut(sub)
-            .unwrap()
-            .render_long_help()
-            .to_string();
-        assert!(help.contains("Exit codes:") && help.contains("64"), "{sub}");
+    // Nested subcommands (member add, cert show, …) have their own examples.
+    let cmd = Cli::command();
+    for group in cmd.get_subcommands().filter(|c| c.has_subcommands()) {
+        for leaf in group.get_subcommands().filter(|c| c.get_name() != "help") {
+            let path = [group.get_name(), leaf.get_name()];
+            let help = long_help(&path);
+            assert!(help.contains("Example"), "{path:?}: {help}");
+            assert!(
+                help.contains(&format!("kmsctl {} {} ", path[0], path[1]))
+                    || help.contains(&format!("kmsctl {} {}\n", path[0], path[1])),
+                "{path:?}: {help}"
+            );
+        }
+    }
+    for sub in ["activate", "bench", "products"] {
+        let help = long_help(&[sub]);
         assert!(help.contains("JSON output"), "{sub}");
     }
+    let products = long_help(&["products"]);
+    assert!(
+        products.contains("1   nothing matched FILTER"),
+        "the no-match exit code is documented: {products}"
+    );
     Cli::command().debug_assert();
 }
 

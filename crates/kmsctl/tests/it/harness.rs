@@ -169,6 +169,7 @@ async fn serve(mut stream: TcpStream, opts: HostOptions, state: Arc<State>) {
             let (reply, was_call) = match assoc.on_pdu(&buf[..n]) {
                 HostAction::Reply(b) => (b, false),
                 HostAction::Call(call) => (answer(call, &opts, &state), true),
+                HostAction::Continue => (Vec::new(), false),
                 HostAction::Close(_) => return,
             };
             buf.drain(..n);

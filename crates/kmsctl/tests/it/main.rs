@@ -6,4 +6,5 @@ mod cli;
 mod e2e;
 mod harness;
 mod json;
+mod products;
 mod stats;

@@ -28,6 +28,7 @@ fn service(node: &Arc<Node>, hub: &EventHub) -> AdminService {
         node: node.clone(),
         events: hub.clone(),
         security: AdminSecurity::Insecure,
+        kms_ready: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     }
 }
 
@@ -386,6 +387,17 @@ async fn admin_calls_on_a_single_node() {
         .unwrap()
         .into_inner();
     assert!(h.serving && h.leader_known && !h.degraded, "{h:?}");
+    // The same node while its KMS listener is down (starting, or draining on shutdown).
+    let down = AdminService {
+        kms_ready: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        ..service(&node, &hub)
+    };
+    let h = down
+        .health(Request::new(pb::HealthRequest { version: 1 }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!h.serving && h.reason.starts_with("not serving"), "{h:?}");
 
     // Backup, then restore into a new node.
     let bytes = collect_backup(&svc).await;

@@ -60,7 +60,12 @@ async fn certificate_roles_decide() {
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let svc = admin_service(node.clone(), EventHub::new(1), AdminSecurity::MutualTls);
+    let svc = admin_service(
+        node.clone(),
+        EventHub::new(1),
+        AdminSecurity::MutualTls,
+        Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    );
     let server = Server::builder()
         .tls_config(kms_tls::server_config(&server_files).unwrap())
         .unwrap()
