@@ -401,3 +401,209 @@ async fn allowlist_refuses_clients_outside_it() {
     .unwrap();
     assert!(rejected >= 2.0, "rejected {rejected}");
 }
+
+/// `pdu` (one whole REQUEST) cut into REQUEST fragments whose stubs have the given sizes (the
+/// last takes the rest), with the first fragment's flags, call id, context and opnum.
+fn fragments(pdu: &[u8], sizes: &[usize]) -> Vec<Vec<u8>> {
+    use kms_wire::rpc::{self, pfc, ptype};
+    let whole = rpc::Request::decode(pdu).expect("a REQUEST");
+    let mut parts = Vec::new();
+    let mut rest = whole.stub;
+    for &n in sizes {
+        let (part, tail) = rest.split_at(n.min(rest.len()));
+        parts.push(part);
+        rest = tail;
+    }
+    parts.push(rest);
+    let last = parts.len() - 1;
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, stub)| {
+            let mut flags = 0;
+            if i == 0 {
+                flags |= pfc::FIRST_FRAG;
+            }
+            if i == last {
+                flags |= pfc::LAST_FRAG;
+            }
+            rpc::Request {
+                header: rpc::Header::new(ptype::REQUEST, flags, whole.header.call_id),
+                alloc_hint: whole.alloc_hint,
+                stub,
+                ..whole
+            }
+            .encode()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragmented_requests_are_reassembled_and_bad_sequences_close_only_that_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Kmsd::start(dir.path(), &["--idle-timeout-secs", "2"]);
+    let addr = node.kms_addr();
+    let good = GoodClient::spawn(addr, None, Duration::from_millis(50));
+    let win = windows_client();
+
+    // A v6 request in 2, 3 and one-byte-stub fragments, each fragment its own TCP write (a
+    // small pause between them): answered once, with a response that verifies.
+    for sizes in [vec![40], vec![17, 100], vec![1; 64]] {
+        let mut c = RawConn::connect(addr).await;
+        c.bind().await;
+        for round in 0..2 {
+            let req = request(&win, &machine(&win), ProtocolVersion::V6);
+            let (msg, ctx) = kms::encode_request(&req, client::random_iv());
+            let pdu = c.assoc.request_pdu(&msg).unwrap();
+            let frags = fragments(&pdu, &sizes);
+            assert_eq!(frags.len(), sizes.len() + 1);
+            for f in &frags {
+                c.send(f).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let reply = match c.read_pdu(Duration::from_secs(5)).await {
+                ReadEnd::Pdu(p) => p,
+                other => panic!("{} fragments, call {round}: {other:?}", frags.len()),
+            };
+            let message = c.assoc.on_response(&reply).expect("a RESPONSE");
+            kms::verify_response(&ctx, &message).expect("a response that verifies");
+        }
+        // Nothing else was sent back for the non-final fragments.
+        assert!(matches!(
+            c.read_pdu(Duration::from_millis(200)).await,
+            ReadEnd::TimedOut
+        ));
+    }
+
+    // Broken sequences close that one connection.
+    let req = request(&win, &machine(&win), ProtocolVersion::V6);
+    let (msg, _) = kms::encode_request(&req, client::random_iv());
+    // A middle fragment with another call id.
+    let mut c = RawConn::connect(addr).await;
+    c.bind().await;
+    let pdu = c.assoc.request_pdu(&msg).unwrap();
+    let mut frags = fragments(&pdu, &[10, 10]);
+    frags[1][12..16].copy_from_slice(&777u32.to_le_bytes());
+    for f in &frags {
+        let _ = c.send(f).await;
+    }
+    expect_closed_at_once(&mut c, "a fragment of another call").await;
+    // A last fragment without a first.
+    let mut c = RawConn::connect(addr).await;
+    c.bind().await;
+    let pdu = c.assoc.request_pdu(&msg).unwrap();
+    let frags = fragments(&pdu, &[10]);
+    c.send(&frags[1]).await.unwrap();
+    expect_closed_at_once(&mut c, "a last fragment without a first").await;
+    // More than the reassembly bound (64 KiB of stub): closed before it is all sent.
+    let mut c = RawConn::connect(addr).await;
+    c.bind().await;
+    let big = vec![0u8; 4000];
+    let first = request_pdu(1, 0, 0, &big);
+    let mut first = first.clone();
+    first[3] = kms_wire::rpc::pfc::FIRST_FRAG;
+    let mut middle = first.clone();
+    middle[3] = 0;
+    c.send(&first).await.unwrap();
+    let mut sent = big.len();
+    while sent <= 70_000 && c.send(&middle).await.is_ok() {
+        sent += big.len();
+    }
+    expect_closed_at_once(&mut c, "a fragmented call over the bound").await;
+    // A first fragment and then silence: closed by the idle timeout like a slow PDU.
+    let mut c = RawConn::connect(addr).await;
+    c.bind().await;
+    let pdu = c.assoc.request_pdu(&msg).unwrap();
+    c.send(&fragments(&pdu, &[10])[0]).await.unwrap();
+    let t = c.closed_within(IDLE * 4).await;
+    assert!(t.is_some(), "a call left unfinished stays open");
+
+    good.finish(5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_connection_cap_closes_the_excess_and_frees_its_slots() {
+    const CAP: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Kmsd::start(dir.path(), &["--max-connections", "20"]);
+    let addr = node.kms_addr();
+    let mut conns = Vec::new();
+    for _ in 0..=CAP {
+        conns.push(RawConn::connect(addr).await);
+    }
+    let mut set = JoinSet::new();
+    for mut c in conns {
+        set.spawn(async move {
+            let closed = c.closed_within(AT_ONCE).await.is_some();
+            (c, closed)
+        });
+    }
+    let mut open = Vec::new();
+    let mut closed = 0;
+    while let Some(r) = set.join_next().await {
+        let (c, was_closed) = r.unwrap();
+        if was_closed {
+            closed += 1;
+        } else {
+            open.push(c);
+        }
+    }
+    assert_eq!(
+        (open.len(), closed),
+        (CAP, 1),
+        "of {} idle connections, {CAP} should stay open",
+        CAP + 1
+    );
+    // The cap is global: another source address is refused too while it is reached.
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut c = RawConn::connect_from(other, addr).await.unwrap();
+    expect_closed_at_once(&mut c, "another source while the global cap is reached").await;
+    // The connections that stayed open are served.
+    let mut first = open.pop().unwrap();
+    first.bind().await;
+    good_call(&mut first, "a connection within the cap").await;
+    // Slots are released when connections close.
+    drop(open);
+    drop(first);
+    let start = Instant::now();
+    loop {
+        let mut c = RawConn::connect_from(other, addr).await.unwrap();
+        if c.bind_with(ClientOptions::default()).await.is_ok() {
+            good_call(&mut c, "a client after the connections closed").await;
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "slots never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let rejected = tokio::task::spawn_blocking(move || {
+        node.metric("kmsd_connections_rejected_total{reason=\"max_connections\"}")
+    })
+    .await
+    .unwrap();
+    assert!(rejected >= 2.0, "rejected {rejected}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_ack_names_the_port_the_client_connected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two KMS listeners: each BIND_ACK carries the port of the listener that took the call.
+    let node = Kmsd::start(
+        dir.path(),
+        &["--kms-listen", "127.0.0.1:0", "--kms-listen", "127.0.0.1:0"],
+    );
+    let addrs = node.kms.clone();
+    assert!(addrs.len() >= 2, "{addrs:?}");
+    for addr in addrs {
+        let mut c = RawConn::connect(addr).await;
+        let ack = c.round_trip(&bind_pdu()).await.expect("a BIND_ACK");
+        let ack = kms_wire::rpc::BindAck::decode(&ack).expect("a BIND_ACK");
+        assert_eq!(
+            ack.sec_addr,
+            format!("{}\0", addr.port()).into_bytes(),
+            "secondary address of the BIND_ACK from {addr}"
+        );
+    }
+}

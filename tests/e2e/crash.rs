@@ -142,6 +142,7 @@ async fn sustained_concurrent_new_activations_are_all_served() {
     let dir = tempfile::tempdir().unwrap();
     let mut node = Kmsd::start_with_env(dir.path(), &[], &[("TOKIO_WORKER_THREADS", "1")]);
     let kms = node.kms_addr().to_string();
+    let index_before = node.metric("kmsd_raft_commit_index");
     let report = kmsctl_json(&[
         "bench",
         "--kms",
@@ -167,6 +168,14 @@ async fn sustained_concurrent_new_activations_are_all_served() {
         v >= successes as f64
     });
     assert!(live >= successes as f64, "{live} < {successes}");
+    // The batcher coalesces concurrent new machines: far fewer Raft entries than records
+    // (32 clients at once; one proposal in flight while the next batch fills).
+    let entries = node.metric("kmsd_raft_commit_index") - index_before;
+    assert!(
+        entries > 0.0 && entries * 2.0 <= successes as f64,
+        "{successes} new machines took {entries} Raft entries: not batched"
+    );
+    eprintln!("{successes} new machines in {entries} Raft entries");
     // A healthy single node never had to fall back to its degraded-mode journal.
     let degraded = node
         .log_lines()
