@@ -108,6 +108,22 @@ def check_dom(path, expect):
         under = want["reported"] < want["threshold"]
         if under != ("under" in row["bars"][0]["class"].split()):
             errors.append(f"pool {name}: bar class {row['bars'][0]['class']!r} (under threshold: {under})")
+    # Recent activations: one row per activation, newest first, with its pool and result.
+    want_acts = expect.get("activations")
+    if want_acts is not None:
+        rows = [r["cells"] for r in page.tables.get("activations", [])[1:] if r["cells"]]
+        by_pool = {}
+        for cells in rows:
+            if len(cells) != 7:
+                errors.append(f"activation row with {len(cells)} cells: {cells}")
+                continue
+            by_pool[cells[3]] = by_pool.get(cells[3], 0) + 1
+            if not cells[1] or len(cells[2]) != 36:
+                errors.append(f"activation row without workstation or client machine id: {cells}")
+            if not cells[6].startswith(want_acts["result"]):
+                errors.append(f"activation row result {cells[6]!r}, expected {want_acts['result']!r}")
+        if by_pool != want_acts["by_pool"]:
+            errors.append(f"recent activations by pool {by_pool}, expected {want_acts['by_pool']}")
     for e in errors:
         print("DOM:", e, file=sys.stderr)
     if not errors:

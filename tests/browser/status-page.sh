@@ -2,7 +2,8 @@
 # Browser test of the status page: start one kmsd on loopback (OS-chosen ports), activate a few
 # clients of three products with kmsctl, render http://…/ with headless Chromium, and check
 #   * the DOM (--dump-dom): node heading, leader line, members row, one row per pool with the
-#     counts and threshold, and a bar of the right width and colour class per pool;
+#     counts and threshold, and a bar of the right width and colour class per pool; one row
+#     per activation in the recent-activations table, with its pool and result;
 #   * the screenshot (--screenshot): a PNG of the window size that is not blank — text pixels,
 #     bar tracks and bar fills in the page's colours are present.
 # Artifacts (screenshot, DOM, kmsd log) are kept in target/test-artifacts/browser/.
@@ -89,7 +90,8 @@ timeout 90 "$chromium" "${chrome_flags[@]}" --screenshot="$artifacts/status.png"
 # is seen); Office 2019 is in office2013plus (threshold 5). Both are under their thresholds.
 expect='{"node_id": 1, "name": "'$node_name'", "leader": 1,
          "pools": {"windows": {"live": 9, "reported": 9, "threshold": 25},
-                   "office2013plus": {"live": 3, "reported": 3, "threshold": 5}}}'
+                   "office2013plus": {"live": 3, "reported": 3, "threshold": 5}},
+         "activations": {"by_pool": {"windows": 9, "office2013plus": 3}, "result": "success"}}'
 python3 tests/browser/check_page.py dom "$artifacts/status.html" "$expect" ||
     fail "the rendered DOM lacks expected content (see $artifacts/status.html)"
 python3 tests/browser/check_page.py png "$artifacts/status.png" "$width" "$height" ||
