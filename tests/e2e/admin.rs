@@ -2,10 +2,22 @@
 //! kmsctl's library (the code behind the `kmsctl` binary) and, for exit codes and stderr, the
 //! binary itself.
 //!
-//! Single node: status, the client inventory, a configuration change honoured by the next
-//! response, forgetting a client, backup → `kmsd --restore` into a new data directory,
-//! activation events. Three nodes (`--initial-cluster`, `--insecure`): status from every node,
-//! a configuration change honoured by every node, leader transfer and member removal.
+//! Three nodes (`--initial-cluster`, `--insecure`), every check made at every node:
+//! * status, a configuration change honoured by every node, leader transfer, member removal,
+//!   growing with `member add` and `--join`;
+//! * the client inventory (every activated CMID with its workstation name), the `clients list`
+//!   filters (`--pool`, `--product` by name and by KMS counted id, `--since`/`--before`,
+//!   `--workstation`, `--duplicates`) and paging (`--limit`, `--cursor`); forgetting a CMID
+//!   lowers the count on every node; backup → `kmsd --restore` into a new three-node cluster
+//!   gives every new node the same clients, counts, configuration and identity.
+//!
+//! The `read` certificate role on a three-node TLS cluster is checked in
+//! `cluster::tls_cluster_forms_and_counts_and_keeps_plaintext_nodes_out`.
+//!
+//! Single node: status, the inventory, configuration and identity changes honoured by the next
+//! response, backup → `kmsd --restore` into a new data directory (no silent overwrite),
+//! activation events, kmsctl's exit codes, and mutual TLS roles (`read`, `admin`, no
+//! certificate).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -552,15 +564,13 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: u64) -> Cluster {
-        // Pre-pick free gRPC ports: every node must know every address up front.
-        let listeners: Vec<std::net::TcpListener> = (0..n)
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
-            .collect();
-        let ports: Vec<u16> = listeners
-            .iter()
-            .map(|l| l.local_addr().unwrap().port())
-            .collect();
-        drop(listeners);
+        Self::start_with(n, |_| Vec::new())
+    }
+
+    /// Start nodes `1..=n` in order, node `id` with the extra flags `extra(id)`.
+    fn start_with(n: u64, extra: impl Fn(u64) -> Vec<String>) -> Cluster {
+        // Fixed gRPC ports: every node must know every address up front.
+        let ports = crate::harness::free_ports(n as usize);
         let initial = ports
             .iter()
             .enumerate()
@@ -572,7 +582,9 @@ impl Cluster {
         for (i, port) in ports.iter().enumerate() {
             let id = i as u64 + 1;
             let dir = tempfile::tempdir().unwrap();
-            let node = start_member(dir.path(), id, *port, &initial);
+            let flags = extra(id);
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let node = start_member(dir.path(), id, *port, &initial, &flags);
             nodes.insert(id, node);
             dirs.push(dir);
         }
@@ -609,33 +621,31 @@ impl Cluster {
     }
 }
 
-fn start_member(dir: &Path, id: u64, grpc_port: u16, initial: &str) -> Kmsd {
+fn start_member(dir: &Path, id: u64, grpc_port: u16, initial: &str, extra: &[&str]) -> Kmsd {
     let data = dir.to_str().unwrap().to_string();
     let id_s = id.to_string();
     let grpc_listen = format!("127.0.0.1:{grpc_port}");
-    Kmsd::start_raw(
-        dir,
-        &[
-            "--data-dir",
-            &data,
-            "--node-id",
-            &id_s,
-            "--kms-listen",
-            "127.0.0.1:0",
-            "--http-listen",
-            "127.0.0.1:0",
-            "--grpc-listen",
-            &grpc_listen,
-            "--dns-listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--initial-cluster",
-            initial,
-            "--insecure",
-        ],
-        &[],
-    )
+    let mut args = vec![
+        "--data-dir",
+        &data,
+        "--node-id",
+        &id_s,
+        "--kms-listen",
+        "127.0.0.1:0",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--grpc-listen",
+        &grpc_listen,
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--initial-cluster",
+        initial,
+        "--insecure",
+    ];
+    args.extend_from_slice(extra);
+    Kmsd::start_raw(dir, &args, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -806,4 +816,373 @@ async fn grow_with_member_add_and_join() {
     let b = activate(cluster.nodes[&4].kms_addr(), &win, &machine(&win)).await;
     assert_eq!(a.response.epid, b.response.epid);
     assert_eq!(b.response.current_count, 2);
+}
+
+/// CMID → workstation of every client in a `clients list` document.
+fn inventory(list: &Value) -> BTreeMap<String, String> {
+    list["clients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no clients in {list}"))
+        .iter()
+        .map(|c| {
+            (
+                c["cmid"].as_str().unwrap().to_string(),
+                c["workstation"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The workstation names a `kmsctl clients list <filters>` at `server` returns (in order).
+async fn listed(server: &str, filters: &[&str]) -> Vec<String> {
+    let mut args = vec!["clients", "list"];
+    args.extend_from_slice(filters);
+    let doc = ctl_ok(server, &args).await;
+    doc["clients"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no clients in {doc}"))
+        .iter()
+        .map(|c| c["workstation"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Sorted copies of `names`, for comparing listings as sets.
+fn sorted(names: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+fn sorted_owned(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// Wait until every node of `cluster` lists exactly `expected` (CMID → workstation).
+async fn wait_inventory(cluster: &Cluster, expected: &BTreeMap<String, String>) {
+    for id in cluster.nodes.keys().copied() {
+        let server = cluster.server(id);
+        let last = eventually(
+            &format!("node {id} to list the {} clients", expected.len()),
+            Duration::from_secs(20),
+            || {
+                let server = server.clone();
+                async move {
+                    let list = ctl_ok(&server, &["clients", "list", "--limit", "0"]).await;
+                    (inventory(&list) == *expected).then_some(list)
+                }
+            },
+        )
+        .await;
+        assert_eq!(inventory(&last), *expected, "node {id}");
+    }
+}
+
+/// Issue 6 on three nodes: the inventory (every CMID with its workstation, on every node), the
+/// `clients list` filters and paging through kmsctl, forgetting a CMID (lower count on every
+/// node), then backup → `kmsd --restore` into a new three-node cluster, whose every node has
+/// the same clients, counts, configuration and identity.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_inventory_filters_forget_backup_and_restore() {
+    let cluster = Cluster::start(3);
+    let leader = cluster.settled(3).await;
+    let follower = [1, 2, 3].into_iter().find(|id| *id != leader).unwrap();
+    let kms = |id: u64| cluster.nodes[&id].kms_addr();
+    let (win, srv, o16, o10) = (
+        windows_client(),
+        windows_server(),
+        office2016(),
+        office2010(),
+    );
+
+    // Early machines, spread over the three nodes.
+    let mut expected = BTreeMap::new();
+    let mut by_name = BTreeMap::new();
+    let early = [
+        (1, &win, "INV-DESK-1"),
+        (2, &win, "INV-DESK-2"),
+        (3, &win, "INV-DESK-3"),
+        (1, &srv, "INV-SRV-1"),
+        (2, &o16, "INV-OFFICE16"),
+        (3, &o10, "INV-OFFICE10"),
+    ];
+    for (id, p, name) in early {
+        let who = named(p, name);
+        activate(kms(id), p, &who).await;
+        expected.insert(who.cmid.to_string(), name.to_string());
+        by_name.insert(name, who.cmid.to_string());
+    }
+    // A cut (whole seconds) after every early `last_seen`, passed before the late machines:
+    // every early machine is listed, so it was recorded before now (kmsd stamps records with
+    // the same clock).
+    wait_inventory(&cluster, &expected).await;
+    let cut = unix_now() + 1;
+    while unix_now() < cut {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (id, name) in [(2, "LATE-DESK-1"), (3, "LATE-DESK-2")] {
+        let who = named(&win, name);
+        activate(kms(id), &win, &who).await;
+        expected.insert(who.cmid.to_string(), name.to_string());
+        by_name.insert(name, who.cmid.to_string());
+    }
+    // A cloned image: one CMID under two names, at two nodes.
+    let clone_a = named(&win, "CLONE-A");
+    activate(kms(1), &win, &clone_a).await;
+    let mut clone_b = clone_a.clone();
+    clone_b.workstation = "CLONE-B".into();
+    activate(kms(3), &win, &clone_b).await;
+    expected.insert(clone_a.cmid.to_string(), "CLONE-B".into());
+
+    // (1) Every node lists every CMID with its workstation name.
+    wait_inventory(&cluster, &expected).await;
+    let early_names = [
+        "INV-DESK-1",
+        "INV-DESK-2",
+        "INV-DESK-3",
+        "INV-SRV-1",
+        "INV-OFFICE16",
+        "INV-OFFICE10",
+    ];
+    let late_names = ["LATE-DESK-1", "LATE-DESK-2", "CLONE-B"];
+    let cut_s = format!("@{cut}");
+    let srv_group = srv
+        .group
+        .clone()
+        .expect("the server edition's product group");
+    let o16_id = o16.kms_counted_id.to_string();
+    for id in [1u64, 2, 3] {
+        let s = cluster.server(id);
+        let s = s.as_str();
+        // Filters, each checked against the names it must return.
+        let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
+            (
+                vec!["--pool", "windows"],
+                vec![
+                    "INV-DESK-1",
+                    "INV-DESK-2",
+                    "INV-DESK-3",
+                    "INV-SRV-1",
+                    "LATE-DESK-1",
+                    "LATE-DESK-2",
+                    "CLONE-B",
+                ],
+            ),
+            (vec!["--pool", "office2013plus"], vec!["INV-OFFICE16"]),
+            (vec!["--pool", "office2010"], vec!["INV-OFFICE10"]),
+            (vec!["--product", &srv_group], vec!["INV-SRV-1"]),
+            (vec!["--product", &o16_id], vec!["INV-OFFICE16"]),
+            (vec!["--since", &cut_s], late_names.to_vec()),
+            (vec!["--before", &cut_s], early_names.to_vec()),
+            (
+                vec!["--since", &cut_s, "--workstation", "late-desk"],
+                vec!["LATE-DESK-1", "LATE-DESK-2"],
+            ),
+            (
+                vec!["--pool", "windows", "--workstation", "inv-"],
+                vec!["INV-DESK-1", "INV-DESK-2", "INV-DESK-3", "INV-SRV-1"],
+            ),
+            (
+                vec!["--workstation", "Inv-Desk"],
+                vec!["INV-DESK-1", "INV-DESK-2", "INV-DESK-3"],
+            ),
+            (vec!["--duplicates"], vec!["CLONE-B"]),
+            (vec!["--since", "1h", "--limit", "0"], {
+                let mut v = early_names.to_vec();
+                v.extend(late_names);
+                v
+            }),
+            (vec!["--before", "1h"], vec![]),
+        ];
+        for (filters, names) in cases {
+            assert_eq!(
+                sorted_owned(listed(s, &filters).await),
+                sorted(&names),
+                "node {id}: clients list {filters:?}"
+            );
+        }
+        let dup = ctl_ok(s, &["clients", "list", "--duplicates"]).await;
+        let d = &dup["clients"][0];
+        assert_eq!(d["cmid"], clone_a.cmid.to_string(), "{dup}");
+        assert_eq!(d["duplicate"], true, "{dup}");
+        assert_eq!(d["duplicate_workstation"], "CLONE-A", "{dup}");
+        let g = ctl_ok(s, &["clients", "list", "--product", &srv_group]).await;
+        assert_eq!(g["clients"][0]["product_group"], srv_group.as_str(), "{g}");
+        let (class, msg) = ctl(s, &["clients", "list", "--product", "Windows 95"])
+            .await
+            .unwrap_err();
+        assert_eq!(class, ExitClass::Usage, "{msg}");
+
+        // Paging: a page of 4 and a cursor for the rest give the whole list once, in order.
+        let full = listed(s, &["--limit", "0"]).await;
+        assert_eq!(full.len(), 9);
+        let first = ctl_ok(s, &["clients", "list", "--limit", "4"]).await;
+        let cursor = first["next_cursor"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no next_cursor after 4 of 9: {first}"))
+            .to_string();
+        let rest = ctl_ok(s, &["clients", "list", "--limit", "0", "--cursor", &cursor]).await;
+        assert_eq!(rest["next_cursor"], Value::Null, "{rest}");
+        let paged: Vec<String> = [&first, &rest]
+            .iter()
+            .flat_map(|d| d["clients"].as_array().unwrap().iter())
+            .map(|c| c["workstation"].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(paged, full, "node {id}");
+        // A filtered listing pages within the filter.
+        let w1 = ctl_ok(s, &["clients", "list", "--pool", "windows", "--limit", "3"]).await;
+        let c1 = w1["next_cursor"].as_str().expect("more windows clients");
+        let w2 = listed(s, &["--pool", "windows", "--limit", "0", "--cursor", c1]).await;
+        assert_eq!(w1["clients"].as_array().unwrap().len(), 3);
+        assert_eq!(w2.len(), 4, "{w2:?}");
+        assert!(w2.iter().all(|n| !n.starts_with("INV-OFFICE")), "{w2:?}");
+
+        let counts = ctl_ok(s, &["counts"]).await;
+        assert_eq!(pool(&counts, "windows")["live"], 7, "node {id}: {counts}");
+        assert_eq!(pool(&counts, "office2013plus")["live"], 1, "node {id}");
+        assert_eq!(pool(&counts, "office2010")["live"], 1, "node {id}");
+    }
+
+    // (2) Forgetting a CMID (asked at a follower) lowers the count on every node.
+    let gone = by_name["LATE-DESK-1"].clone();
+    let forgotten = ctl_ok(&cluster.server(follower), &["clients", "forget", &gone]).await;
+    assert_eq!(forgotten["forgotten"][0]["workstation"], "LATE-DESK-1");
+    expected.remove(&gone);
+    for id in [1u64, 2, 3] {
+        let s = cluster.server(id);
+        let live = eventually(
+            &format!("node {id} to count 6 Windows clients"),
+            Duration::from_secs(20),
+            || {
+                let s = s.clone();
+                async move {
+                    let counts = ctl_ok(&s, &["counts"]).await;
+                    let live = pool(&counts, "windows")["live"].clone();
+                    (live == 6).then_some(live)
+                }
+            },
+        )
+        .await;
+        assert_eq!(live, 6);
+        let (class, _) = ctl(&s, &["clients", "show", &gone]).await.unwrap_err();
+        assert_eq!(class, ExitClass::Refused, "node {id} still shows {gone}");
+    }
+    wait_inventory(&cluster, &expected).await;
+
+    // (3) Backup of a changed configuration and identity, restored into a new cluster.
+    ctl_ok(
+        &cluster.server(follower),
+        &["config", "set", "renewal-interval", "1440"],
+    )
+    .await;
+    ctl_ok(
+        &cluster.server(leader),
+        &["config", "set", "seat-limit.office2013plus", "50"],
+    )
+    .await;
+    ctl_ok(
+        &cluster.server(follower),
+        &["identity", "set", "hwid", "0102030405060708"],
+    )
+    .await;
+    let reference = cluster.server(leader);
+    let config = ctl_ok(&reference, &["config", "get"]).await;
+    let identity = ctl_ok(&reference, &["identity", "show"]).await;
+    assert_eq!(identity["hwid"], "0102030405060708", "{identity}");
+    // Every node of the old cluster agrees before the backup.
+    for id in [1u64, 2, 3] {
+        let s = cluster.server(id);
+        let (config, identity) = (&config, &identity);
+        eventually(
+            &format!("node {id} to apply the configuration and identity"),
+            Duration::from_secs(20),
+            || {
+                let s = s.clone();
+                async move {
+                    let c = ctl_ok(&s, &["config", "get"]).await;
+                    let i = ctl_ok(&s, &["identity", "show"]).await;
+                    (c == *config && i == *identity).then_some(())
+                }
+            },
+        )
+        .await;
+    }
+    let clients = ctl_ok(&reference, &["clients", "list", "--limit", "0"]).await;
+    assert_eq!(inventory(&clients), expected);
+    let counts = ctl_ok(&reference, &["counts"]).await;
+    let backups = tempfile::tempdir().unwrap();
+    let file = backups.path().join("three.kmsbak");
+    let file_s = file.to_str().unwrap().to_string();
+    let b = ctl_ok(&cluster.all_servers(), &["backup", &file_s]).await;
+    assert_eq!(b["clients"], 8, "{b}");
+    drop(cluster);
+
+    // The last node started restores (`--restore` needs the quorum the first two make).
+    let restored = Cluster::start_with(3, |id| {
+        if id == 3 {
+            vec!["--restore".into(), file_s.clone()]
+        } else {
+            Vec::new()
+        }
+    });
+    restored.settled(3).await;
+    for id in [1u64, 2, 3] {
+        let s = restored.server(id);
+        let identity = &identity;
+        eventually(
+            &format!("node {id} of the new cluster to have the restored identity"),
+            Duration::from_secs(30),
+            || {
+                let s = s.clone();
+                async move { (ctl_ok(&s, &["identity", "show"]).await == *identity).then_some(()) }
+            },
+        )
+        .await;
+    }
+    wait_inventory(&restored, &expected).await;
+    for id in [1u64, 2, 3] {
+        let s = restored.server(id);
+        assert_eq!(
+            ctl_ok(&s, &["clients", "list", "--limit", "0"]).await,
+            clients,
+            "node {id}"
+        );
+        assert_eq!(ctl_ok(&s, &["config", "get"]).await, config, "node {id}");
+        assert_eq!(
+            ctl_ok(&s, &["identity", "show"]).await,
+            identity,
+            "node {id}"
+        );
+        let c = ctl_ok(&s, &["counts"]).await;
+        assert_eq!(c["pools"], counts["pools"], "node {id}");
+        assert_eq!(
+            listed(&s, &["--duplicates"]).await,
+            vec!["CLONE-B".to_string()],
+            "node {id}"
+        );
+    }
+    // Clients see the same host at every node: ePID, HwId, interval and count carry on.
+    let epid_206 = identity["epids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["group"] == 206)
+        .unwrap()["epid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for (n, id) in [1u64, 2, 3].into_iter().enumerate() {
+        let r = activate(restored.nodes[&id].kms_addr(), &win, &machine(&win)).await;
+        assert_eq!(r.response.current_count, 7 + n as u32, "node {id}");
+        assert_eq!(r.response.renewal_interval, 1440, "node {id}");
+        assert_eq!(r.response.epid, epid_206, "node {id}");
+        assert_eq!(r.hwid, Some([1, 2, 3, 4, 5, 6, 7, 8]), "node {id}");
+    }
 }

@@ -322,6 +322,18 @@ impl Cluster {
     /// Start nodes `1..=n` as a new cluster (`--initial-cluster` naming all of them) with the
     /// flags `flags(id)` added (`--insecure`, or that node's TLS files).
     fn start(n: u64, flags: impl Fn(u64) -> Vec<String>) -> Cluster {
+        let order: Vec<u64> = (1..=n).collect();
+        Self::start_in_order(&order, Duration::ZERO, flags)
+    }
+
+    /// Like [`Cluster::start`] for nodes `order` (a permutation of `1..=n`), started in that
+    /// order with `pause` between them.
+    fn start_in_order(
+        order: &[u64],
+        pause: Duration,
+        flags: impl Fn(u64) -> Vec<String>,
+    ) -> Cluster {
+        let n = order.len() as u64;
         let ports: BTreeMap<u64, NodePorts> = (1..=n).map(|id| (id, NodePorts::pick())).collect();
         let initial = ports
             .iter()
@@ -335,7 +347,10 @@ impl Cluster {
             root: tempfile::tempdir().unwrap(),
             admin_tls: None,
         };
-        for id in 1..=n {
+        for (i, &id) in order.iter().enumerate() {
+            if i > 0 {
+                std::thread::sleep(pause);
+            }
             let mut args = vec![
                 "--node-id".to_string(),
                 id.to_string(),
@@ -710,6 +725,60 @@ async fn thirty_clients_round_robin_over_three_nodes_see_one_count() {
     // With its flags back it rejoins, its data intact.
     c.restart(3);
     c.wait_count(&[3], 30, Duration::from_secs(30)).await;
+}
+
+/// Formation does not depend on which node starts first (here the last-named one, the
+/// others seconds later), and a node with data ignores `--initial-cluster`: restarted with a
+/// different one, it neither forms a new cluster nor forgets its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_start_order_forms_one_cluster_and_data_outranks_initial_cluster() {
+    let _serial = SERIAL.lock().await;
+    let mut c = Cluster::start_in_order(&[3, 1, 2], Duration::from_secs(2), |_| {
+        vec!["--insecure".into()]
+    });
+    c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
+    let p = windows_client();
+    for i in 1..=6u32 {
+        let id = [3, 1, 2][(i as usize - 1) % 3];
+        let r = activate_at(c.kms(id), &p, &machine(&p)).await;
+        assert_eq!(r.response.current_count, i, "client {i} at node {id}");
+    }
+    c.wait_count(&[1, 2, 3], 6, Duration::from_secs(10)).await;
+
+    // Node 2 restarted with an --initial-cluster naming only itself.
+    c.stop(2);
+    let ports = c.ports[&2];
+    let args: Vec<String> = [
+        "--node-id".to_string(),
+        "2".into(),
+        "--initial-cluster".into(),
+        format!("2=127.0.0.1:{}", ports.grpc),
+        "--insecure".into(),
+    ]
+    .into();
+    c.spawn(2, ports, &args);
+    c.wait_in_quorum(&[1, 2, 3], Duration::from_secs(30)).await;
+    c.wait_count(&[2], 6, Duration::from_secs(30)).await;
+    for id in [1, 2, 3] {
+        let m = c.members(id).await.expect("status");
+        assert_eq!(
+            m.keys().copied().collect::<Vec<_>>(),
+            vec![1, 2, 3],
+            "node {id} after node 2 restarted with another --initial-cluster"
+        );
+    }
+    let log = c.node(2).log_lines();
+    assert!(
+        log.iter().all(|l| !l.contains("new cluster: initializing"))
+            && log
+                .iter()
+                .any(|l| l.contains("--initial-cluster/--join are ignored")),
+        "node 2 did not keep its cluster over the new --initial-cluster"
+    );
+    // And it still counts with the others.
+    let r = activate_at(c.kms(2), &p, &machine(&p)).await;
+    assert_eq!(r.response.current_count, 7);
+    c.wait_count(&[1, 2, 3], 7, Duration::from_secs(10)).await;
 }
 
 /// The single-node default (no TLS, no --insecure) cannot grow into a clear-text cluster:
@@ -1322,4 +1391,74 @@ async fn tls_cluster_forms_and_counts_and_keeps_plaintext_nodes_out() {
             "kmsd {what} without TLS: the error does not name --insecure: {err}"
         );
     }
+
+    // A `read` certificate of the same CA looks at every node but changes nothing.
+    kmsctl_json(&[
+        "cert",
+        "create-client",
+        "viewer",
+        "--role",
+        "read",
+        "--ca-dir",
+        &dir("ca"),
+        "--out-dir",
+        &dir("viewer"),
+    ])
+    .await;
+    let viewer = dir("viewer");
+    let tls = [
+        "--ca".to_string(),
+        format!("{viewer}/ca.crt"),
+        "--cert".into(),
+        format!("{viewer}/client.viewer.crt"),
+        "--key".into(),
+        format!("{viewer}/client.viewer.key"),
+    ];
+    let known = activate_round_robin(&c, &[3], 1).await;
+    c.wait_count(&[1, 2, 3], 11, Duration::from_secs(10)).await;
+    for id in [1, 2, 3] {
+        let server = c.grpc(id);
+        let with = |args: &[&str]| -> Vec<String> {
+            ["--server", server.as_str()]
+                .iter()
+                .map(|s| s.to_string())
+                .chain(tls.iter().cloned())
+                .chain(args.iter().map(|s| s.to_string()))
+                .collect()
+        };
+        let as_viewer = |args: &[&str]| {
+            let argv = with(args);
+            async move {
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                kmsctl_json(&argv).await
+            }
+        };
+        let st = as_viewer(&["status"]).await;
+        assert_eq!(st["node_id"], id, "{st}");
+        assert_eq!(st["members"].as_array().map(Vec::len), Some(3), "{st}");
+        let cmid = known[0].to_string();
+        for change in [
+            &["config", "set", "renewal-interval", "60"][..],
+            &["clients", "forget", &cmid][..],
+        ] {
+            let mut argv = vec!["kmsctl".to_string()];
+            argv.extend(with(change));
+            let cli = kmsctl::cli::Cli::try_parse_from(&argv).expect("kmsctl arguments");
+            let mut out = Vec::new();
+            let (class, msg) = match kmsctl::execute(&cli, &mut out).await {
+                Ok(class) => (class, String::from_utf8_lossy(&out).into_owned()),
+                Err(e) => (e.class(), e.to_string()),
+            };
+            assert_eq!(
+                class,
+                ExitClass::PermissionDenied,
+                "node {id}: a read certificate ran {change:?}: {msg}"
+            );
+        }
+        let got = as_viewer(&["config", "get", "renewal-interval"]).await;
+        assert_eq!(got["value"], "10080", "node {id}: {got}");
+        let shown = as_viewer(&["clients", "show", &cmid]).await;
+        assert_eq!(shown["records"][0]["cmid"], cmid, "node {id}: {shown}");
+    }
+    c.wait_count(&[1, 2, 3], 11, Duration::from_secs(10)).await;
 }
