@@ -13,6 +13,9 @@
 //!   rate-limited (bare `TC=1` slips, the rest dropped) while 127.0.0.2 keeps being answered;
 //!   `/metrics` counts both.
 //! * [`without_a_zone_nothing_listens_on_the_dns_port`] — DNS is off unless a zone is named.
+//! * [`a_stub_resolver_finds_the_node_through_srv`] — the client side through a resolver
+//!   library (hickory-resolver) instead of hand-made packets: SRV, then the target's A record,
+//!   over UDP and over TCP; a name outside the zone is an error (REFUSED).
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
@@ -25,6 +28,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{
+    ConnectionConfig, NameServerConfig, ProtocolConfig, ResolveHosts, ResolverConfig,
+};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::net::{DnsError, NetError};
 
 use crate::harness::{Kmsd, metric_value};
 
@@ -1288,4 +1297,92 @@ fn without_a_zone_nothing_listens_on_the_dns_port() {
     // …because nothing holds it: both can be bound while kmsd runs.
     UdpSocket::bind(dns).expect("the DNS port is free (UDP)");
     TcpListener::bind(dns).expect("the DNS port is free (TCP)");
+}
+
+/// A hickory resolver whose only name server is `server`, reached over `protocols` in that order
+/// (UDP first, TCP on truncation, as a stub resolver does), never the hosts file.
+fn stub_resolver(server: SocketAddr, protocols: &[ProtocolConfig]) -> TokioResolver {
+    let connections = protocols
+        .iter()
+        .map(|p| {
+            let mut c = ConnectionConfig::new(p.clone());
+            c.port = server.port();
+            c
+        })
+        .collect();
+    let config = ResolverConfig::from_name_servers(vec![NameServerConfig::new(
+        server.ip(),
+        true,
+        connections,
+    )]);
+    let mut builder = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default());
+    let opts = builder.options_mut();
+    opts.use_hosts_file = ResolveHosts::Never;
+    opts.timeout = ANSWER_WAIT;
+    builder.build().expect("a resolver")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stub_resolver_finds_the_node_through_srv() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let mut args = crate::harness::loopback_flags(data);
+    args.extend(["--name", "resolved", "--dns-zone", "kms.test"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Kmsd::start_raw(dir.path(), &args, &[]);
+    let server = dns_listen(&node).expect("a \"DNS serving\" log line with `listen`");
+    let target = "resolved.kms.test.";
+    // The SRV target is <name>.<zone> on the KMS port; its address is the advertised one (by
+    // default the gRPC listen address, 127.0.0.1 here).
+    let want_srv = vec![(0u16, 100u16, node.kms_addr().port(), target.to_string())];
+    let want_a = BTreeSet::from([(target.to_string(), Ipv4Addr::LOCALHOST)]);
+    for (how, protocols) in [
+        (
+            "UDP and TCP",
+            &[ProtocolConfig::Udp, ProtocolConfig::Tcp][..],
+        ),
+        ("TCP only", &[ProtocolConfig::Tcp][..]),
+    ] {
+        let resolver = stub_resolver(server, protocols);
+        // A node lists itself once it counts itself healthy: ask again until then, without the
+        // resolver's cached negative answer.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let srv = loop {
+            let last = match resolver.srv_lookup(SRV_NAME).await {
+                Ok(l) if !srv_set(l.answers()).is_empty() => break srv_set(l.answers()),
+                Ok(l) => format!("{:?}", l.answers()),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                Instant::now() < deadline,
+                "{how}: no SRV record for {SRV_NAME} within 30 s; last: {last}"
+            );
+            resolver.clear_cache();
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(srv, want_srv, "{how}: SRV {SRV_NAME}");
+        let a = resolver
+            .ipv4_lookup(srv[0].3.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("{how}: A {target}: {e}"));
+        assert_eq!(a_records(a.answers()), want_a, "{how}: A {target}");
+        let ips: Vec<IpAddr> = resolver
+            .lookup_ip(target)
+            .await
+            .unwrap_or_else(|e| panic!("{how}: lookup_ip {target}: {e}"))
+            .iter()
+            .collect();
+        assert_eq!(
+            ips,
+            [IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            "{how}: lookup_ip {target}"
+        );
+
+        // kmsd is no resolver: a name outside its zone is refused, and the library says so.
+        let outside = "_vlmcs._tcp.example.org.";
+        match resolver.srv_lookup(outside).await {
+            Err(NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused))) => {}
+            other => panic!("{how}: SRV {outside}: want REFUSED, got {other:?}"),
+        }
+    }
 }

@@ -348,3 +348,78 @@ fn occupied_port_or_data_dir_fails_clearly() {
     assert!(!err.trim().is_empty(), "a message is expected");
     drop(taken);
 }
+
+/// A product-group seat limit is exported (`kmsd_seat_limit`, `kmsd_seats_used`), warned about
+/// at 90 % (event 40030), enforced with 0xC004F042 for new machines, and gone from the metrics
+/// when it is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_seat_limits_are_exported_warned_and_enforced() {
+    use clap::Parser as _;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Kmsd::start(dir.path(), &[]);
+    let o10 = office2010();
+    let group = o10.kms_counted_id;
+    let group_name = kms_core::catalog::product(group)
+        .expect("Office 2010 is in the catalog")
+        .name;
+    let server = node.grpc.to_string();
+    let ctl = |args: Vec<String>| {
+        let server = server.clone();
+        async move {
+            let mut argv = vec!["kmsctl".to_string(), "--server".into(), server];
+            argv.extend(args);
+            let cli = kmsctl::cli::Cli::try_parse_from(&argv).expect("kmsctl arguments");
+            let mut out = Vec::new();
+            kmsctl::execute(&cli, &mut out)
+                .await
+                .unwrap_or_else(|e| panic!("kmsctl {argv:?}: {e}"));
+        }
+    };
+    let key = format!("seat-limit.{group}");
+    ctl(vec!["config".into(), "set".into(), key.clone(), "2".into()]).await;
+
+    activate(node.kms_addr(), &o10, &machine(&o10)).await;
+    activate(node.kms_addr(), &o10, &machine(&o10)).await;
+    // The third new machine of the group is refused.
+    let mut conn = connect(node.kms_addr()).await;
+    let (_, third) = call(
+        &mut conn,
+        &request(&o10, &machine(&o10), o10.default_protocol),
+    )
+    .await;
+    assert!(
+        matches!(third, kmsctl::client::Reply::Refused(h) if h == kms_wire::Hresult::KMS_ID_MISMATCH),
+        "{third:?}"
+    );
+
+    let labels = format!("{{name=\"{group_name}\",scope=\"group\"}}");
+    let used = node.wait_metric(
+        &format!("kmsd_seats_used{labels}"),
+        Duration::from_secs(5),
+        |v| v == 2.0,
+    );
+    assert_eq!(used, 2.0);
+    assert_eq!(node.metric(&format!("kmsd_seat_limit{labels}")), 2.0);
+    // 2 of 2 is past 90 %: the node says so once, with its event id.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let warned = node.log_lines().iter().any(|l| {
+            l.contains("\"event_id\":40030")
+                && l.contains("\"scope\":\"group\"")
+                && l.contains("\"used\":2")
+        });
+        if warned {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no seat-limit warning logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Removing the limit removes the series.
+    ctl(vec!["config".into(), "set".into(), key, "none".into()]).await;
+    let m = node.metrics();
+    assert!(
+        !m.lines().any(|l| l.starts_with("kmsd_seat_limit{")),
+        "a removed limit is still exported:\n{m}"
+    );
+}

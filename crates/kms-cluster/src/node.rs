@@ -164,6 +164,8 @@ pub struct NodeStatus {
     pub journal_entries: usize,
     /// On the leader: log entries each peer is behind (peer id, entries).
     pub replication_lag: Vec<(u64, u64)>,
+    /// Usage of every configured seat limit (pools and product groups).
+    pub seats: Vec<kms_core::state::SeatUsage>,
 }
 
 /// A running node.
@@ -447,6 +449,7 @@ impl Node {
                 })
                 .collect()
         });
+        let seats = self.read(|s| s.seat_usage(now));
         NodeStatus {
             node_id: self.settings.node_id,
             name: self.settings.name.clone(),
@@ -459,6 +462,7 @@ impl Node {
             degraded: self.degraded.load(Ordering::SeqCst)
                 || (m.current_leader.is_none() && m.state != ServerState::Leader),
             journal_entries: self.journal.len(),
+            seats,
             replication_lag: m
                 .replication
                 .as_ref()

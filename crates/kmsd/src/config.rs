@@ -3,13 +3,18 @@
 //! [`Settings`] the node runs with.
 //!
 //! Precedence: flag > environment variable > TOML file > built-in default. Every flag
-//! `--some-name` is the TOML key `some-name` and the variable `KMSD_SOME_NAME`.
+//! `--some-name` is the TOML key `some-name` and the variable `KMSD_SOME_NAME`. The DNS
+//! settings `--dns-zone`, `--dns-ttl`, `--dns-priority`, `--dns-weight`, `--dns-axfr-allow` and
+//! `--dns-rate-limit` may instead be written in the file as a `[dns]` table without the prefix
+//! (`zones`, `ttl`, `priority`, `weight`, `axfr-allow`, `rate-limit`; [`DnsTable`]), the form
+//! `--print-config` prints. `KMSD_*` variables that name no setting are reported by
+//! [`unknown_env_vars`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{CommandFactory, Parser, ValueEnum};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -197,6 +202,37 @@ pub struct Layer {
     #[arg(long, env = "KMSD_DRAIN_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout_secs: Option<u64>,
+    /// The `[dns]` table of a TOML file (no flag or variable). [`parse_toml`] folds it into the
+    /// `dns_*` fields above, so a parsed or merged layer has `None` here. Last, because TOML
+    /// writes tables after plain keys.
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsTable>,
+}
+
+/// The `[dns]` table of the TOML file: the `dns-*` settings of [`Layer`] without the prefix,
+/// `zones` for `dns-zone`. Giving a setting both here and as its flat key is an error.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DnsTable {
+    /// `dns-zone`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zones: Option<Vec<String>>,
+    /// `dns-ttl`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<u32>,
+    /// `dns-priority`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<u16>,
+    /// `dns-weight`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u16>,
+    /// `dns-axfr-allow`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub axfr_allow: Option<Vec<IpNet>>,
+    /// `dns-rate-limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<u32>,
 }
 
 impl Layer {
@@ -238,7 +274,75 @@ impl Layer {
             dns_weight: self.dns_weight.or(lower.dns_weight),
             dns_axfr_allow: self.dns_axfr_allow.or(lower.dns_axfr_allow),
             dns_rate_limit: self.dns_rate_limit.or(lower.dns_rate_limit),
+            dns: self.dns.or(lower.dns),
         }
+    }
+
+    /// Move the `[dns]` table into the flat `dns_*` fields. A setting given both ways is an
+    /// error naming both keys.
+    pub fn fold_dns_table(mut self) -> Result<Layer, String> {
+        fn fold<T>(
+            flat: &mut Option<T>,
+            table: Option<T>,
+            key: &str,
+            in_table: &str,
+        ) -> Result<(), String> {
+            match (&flat, table) {
+                (_, None) => Ok(()),
+                (Some(_), Some(_)) => Err(format!(
+                    "`{key}` and `dns.{in_table}` ([dns] table) are the same setting; give only one"
+                )),
+                (None, Some(v)) => {
+                    *flat = Some(v);
+                    Ok(())
+                }
+            }
+        }
+        let Some(DnsTable {
+            zones,
+            ttl,
+            priority,
+            weight,
+            axfr_allow,
+            rate_limit,
+        }) = self.dns.take()
+        else {
+            return Ok(self);
+        };
+        fold(&mut self.dns_zone, zones, "dns-zone", "zones")?;
+        fold(&mut self.dns_ttl, ttl, "dns-ttl", "ttl")?;
+        fold(&mut self.dns_priority, priority, "dns-priority", "priority")?;
+        fold(&mut self.dns_weight, weight, "dns-weight", "weight")?;
+        fold(
+            &mut self.dns_axfr_allow,
+            axfr_allow,
+            "dns-axfr-allow",
+            "axfr-allow",
+        )?;
+        fold(
+            &mut self.dns_rate_limit,
+            rate_limit,
+            "dns-rate-limit",
+            "rate-limit",
+        )?;
+        Ok(self)
+    }
+
+    /// The file form `--print-config` writes: the flat `dns_*` fields moved into the `[dns]`
+    /// table (the inverse of [`Layer::fold_dns_table`] for a folded layer).
+    pub fn with_dns_table(mut self) -> Layer {
+        let table = DnsTable {
+            zones: self.dns_zone.take(),
+            ttl: self.dns_ttl.take(),
+            priority: self.dns_priority.take(),
+            weight: self.dns_weight.take(),
+            axfr_allow: self.dns_axfr_allow.take(),
+            rate_limit: self.dns_rate_limit.take(),
+        };
+        if table != DnsTable::default() {
+            self.dns = Some(table);
+        }
+        self
     }
 
     /// The built-in defaults (the embedded single-node configuration).
@@ -277,6 +381,7 @@ impl Layer {
             dns_weight: Some(100),
             dns_axfr_allow: Some(Vec::new()),
             dns_rate_limit: Some(50),
+            dns: None,
         }
     }
 }
@@ -408,12 +513,97 @@ pub fn parse_initial_cluster(
     Ok(out)
 }
 
-/// Parse a TOML layer, rejecting unknown keys.
+/// Parse a TOML layer, rejecting unknown keys (also inside `[dns]`), and fold its `[dns]` table
+/// into the flat `dns_*` fields.
 pub fn parse_toml(path: &std::path::Path, text: &str) -> Result<Layer, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let parse_error = |message: String| ConfigError::Parse {
         path: path.to_owned(),
-        message: e.to_string(),
-    })
+        message,
+    };
+    toml::from_str::<Layer>(text)
+        .map_err(|e| parse_error(e.to_string()))?
+        .fold_dns_table()
+        .map_err(parse_error)
+}
+
+/// `KMSD_*` names that are not kmsd settings but are expected beside them: the path to the
+/// binary that the test and deployment scripts pass around.
+const NOT_SETTINGS: &[&str] = &["KMSD_BIN"];
+
+/// A `KMSD_*` environment variable that names no setting (kmsd does not read it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownEnvVar {
+    /// The variable as set.
+    pub name: String,
+    /// The known variable it most likely misspells, if one is close.
+    pub suggestion: Option<String>,
+}
+
+impl std::fmt::Display for UnknownEnvVar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "environment variable {} is not a kmsd setting and is ignored",
+            self.name
+        )?;
+        if let Some(s) = &self.suggestion {
+            write!(f, " (did you mean {s}?)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The environment variables kmsd reads: every `env` of the command line's arguments.
+pub fn known_env_vars() -> Vec<String> {
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env()?.to_str().map(str::to_owned))
+        .collect()
+}
+
+/// The names among `names` that look like kmsd variables (prefix `KMSD_`, in any case) but name
+/// no setting, each with the closest known variable when the spelling is near enough to be an
+/// obvious typo. Call with the names of `std::env::vars_os()`.
+pub fn unknown_env_vars<I, S>(names: I) -> Vec<UnknownEnvVar>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let known = known_env_vars();
+    let mut out: Vec<UnknownEnvVar> = names
+        .into_iter()
+        .map(|n| n.as_ref().to_string_lossy().into_owned())
+        .filter(|n| n.get(..5).is_some_and(|p| p.eq_ignore_ascii_case("KMSD_")))
+        .filter(|n| !known.contains(n) && !NOT_SETTINGS.contains(&n.as_str()))
+        .map(|name| {
+            let upper = name.to_ascii_uppercase();
+            let suggestion = known
+                .iter()
+                .map(|k| (edit_distance(&upper[5..], &k[5..]), k))
+                .min()
+                .filter(|(d, _)| *d <= (upper.len() - 5).div_ceil(4).max(2))
+                .map(|(_, k)| k.clone());
+            UnknownEnvVar { name, suggestion }
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}
+
+/// Levenshtein distance (insertions, deletions, substitutions) between two ASCII-ish strings.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = diagonal + usize::from(ca != *cb);
+            diagonal = row[j + 1];
+            row[j + 1] = substitute.min(row[j] + 1).min(row[j + 1] + 1);
+        }
+    }
+    row[b.len()]
 }
 
 impl Settings {
@@ -436,6 +626,10 @@ impl Settings {
 
     /// Validate a fully merged layer.
     pub fn from_layer(l: Layer) -> Result<Settings, ConfigError> {
+        let l = l.fold_dns_table().map_err(|message| ConfigError::Invalid {
+            key: "dns",
+            message,
+        })?;
         let d = Layer::defaults();
         let node_id = l.node_id.or(d.node_id).unwrap_or(1);
         if node_id == 0 {
@@ -611,9 +805,11 @@ impl Settings {
         })
     }
 
-    /// The effective configuration as TOML (what `--print-config` shows).
+    /// The effective configuration as TOML (what `--print-config` shows), the DNS settings as
+    /// the `[dns]` table.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(&self.effective).unwrap_or_else(|e| format!("# error: {e}\n"))
+        toml::to_string_pretty(&self.effective.clone().with_dns_table())
+            .unwrap_or_else(|e| format!("# error: {e}\n"))
     }
 }
 
@@ -656,6 +852,172 @@ mod tests {
         let s = Settings::from_layer(Layer::defaults()).unwrap();
         let again = parse_toml("p.toml".as_ref(), &s.to_toml()).unwrap();
         assert_eq!(again, s.effective);
+    }
+
+    const DNS_TABLE: &str = "name = \"n1\"\n\n[dns]\nzones = [\"kms.example\", \"b.example\"]\n\
+        ttl = 20\npriority = 10\nweight = 30\naxfr-allow = [\"10.0.0.0/24\"]\nrate-limit = 7\n";
+    const DNS_FLAT: &str = "name = \"n1\"\ndns-zone = [\"kms.example\", \"b.example\"]\n\
+        dns-ttl = 20\ndns-priority = 10\ndns-weight = 30\ndns-axfr-allow = [\"10.0.0.0/24\"]\n\
+        dns-rate-limit = 7\n";
+
+    fn check_dns_settings(l: Layer) {
+        let s = Settings::from_layer(l.or(Layer::defaults())).unwrap();
+        assert_eq!(s.dns.zones, ["kms.example", "b.example"]);
+        assert_eq!(s.dns.ttl, 20);
+        assert_eq!(s.dns.priority, 10);
+        assert_eq!(s.dns.weight, 30);
+        assert_eq!(s.dns.axfr_allow, ["10.0.0.0/24".parse::<IpNet>().unwrap()]);
+        assert_eq!(s.dns.rate_limit, 7);
+    }
+
+    #[test]
+    fn dns_table_parses_into_the_dns_settings() {
+        let l = parse_toml("t.toml".as_ref(), DNS_TABLE).unwrap();
+        assert_eq!(l.dns, None, "the table is folded into the flat fields");
+        assert_eq!(l.dns_priority, Some(10));
+        check_dns_settings(l);
+    }
+
+    #[test]
+    fn flat_dns_keys_still_parse_to_the_same_layer() {
+        let flat = parse_toml("f.toml".as_ref(), DNS_FLAT).unwrap();
+        assert_eq!(flat, parse_toml("t.toml".as_ref(), DNS_TABLE).unwrap());
+        check_dns_settings(flat);
+        // Both forms in one file, for different settings, is fine.
+        let mixed = "dns-zone = [\"kms.example\"]\n[dns]\npriority = 5\n";
+        let l = parse_toml("m.toml".as_ref(), mixed).unwrap();
+        assert_eq!(
+            (l.dns_zone, l.dns_priority),
+            (Some(vec!["kms.example".to_string()]), Some(5))
+        );
+    }
+
+    #[test]
+    fn a_dns_setting_given_both_ways_is_an_error_naming_both_keys() {
+        for (flat, table) in [
+            ("dns-zone = [\"a.example\"]", "zones = [\"b.example\"]"),
+            ("dns-ttl = 20", "ttl = 20"),
+            ("dns-priority = 1", "priority = 2"),
+            ("dns-weight = 1", "weight = 2"),
+            ("dns-axfr-allow = []", "axfr-allow = []"),
+            ("dns-rate-limit = 5", "rate-limit = 5"),
+        ] {
+            let text = format!("{flat}\n[dns]\n{table}\n");
+            let err = parse_toml("both.toml".as_ref(), &text).unwrap_err();
+            let msg = err.to_string();
+            let flat_key = flat.split(' ').next().unwrap();
+            let table_key = format!("dns.{}", table.split(' ').next().unwrap());
+            assert!(
+                msg.contains(flat_key) && msg.contains(&table_key) && msg.contains("both.toml"),
+                "{text:?}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_or_mistyped_keys_in_the_dns_table_are_rejected() {
+        for (text, want) in [
+            ("[dns]\nzone = [\"a.example\"]\n", "zone"),
+            ("[dns]\ndns-ttl = 20\n", "dns-ttl"),
+            ("[dns]\nlisten = \"[::]:53\"\n", "listen"),
+            ("[dns]\nttl = \"soon\"\n", "ttl"),
+            ("dns = 1\n", "dns"),
+        ] {
+            let err = parse_toml("x.toml".as_ref(), text).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Parse { .. }) && err.to_string().contains(want),
+                "{text:?}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn printed_config_has_the_dns_table_and_parses_back() {
+        let file = parse_toml("t.toml".as_ref(), DNS_TABLE).unwrap();
+        let s = Settings::from_layer(file.or(Layer::defaults())).unwrap();
+        let printed = s.to_toml();
+        assert!(printed.contains("\n[dns]\n"), "{printed}");
+        assert!(printed.contains("\npriority = 10\n"), "{printed}");
+        assert!(!printed.contains("dns-zone"), "{printed}");
+        assert!(
+            printed.contains("dns-listen = "),
+            "dns-listen stays a plain key: {printed}"
+        );
+        let again = parse_toml("p.toml".as_ref(), &printed).unwrap();
+        assert_eq!(again, s.effective);
+        assert_eq!(Settings::from_layer(again).unwrap().to_toml(), printed);
+    }
+
+    #[test]
+    fn flags_override_the_dns_table_of_the_file() {
+        let file = parse_toml("t.toml".as_ref(), DNS_TABLE).unwrap();
+        let flags = Layer {
+            dns_priority: Some(3),
+            ..Layer::default()
+        };
+        let s = Settings::from_layer(flags.or(file).or(Layer::defaults())).unwrap();
+        assert_eq!((s.dns.priority, s.dns.weight), (3, 30));
+    }
+
+    #[test]
+    fn every_setting_has_its_environment_variable() {
+        let known = known_env_vars();
+        for arg in Cli::command().get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if ["print-config", "restore", "help", "version"].contains(&long) {
+                continue;
+            }
+            let want = format!("KMSD_{}", long.to_ascii_uppercase().replace('-', "_"));
+            assert!(known.contains(&want), "--{long}: no {want} in {known:?}");
+        }
+        assert!(known.iter().any(|k| k == "KMSD_CONFIG"));
+    }
+
+    #[test]
+    fn unknown_kmsd_variables_are_reported_with_the_closest_known_one() {
+        let got = unknown_env_vars([
+            "KMSD_DNS_ZONE",
+            "KMSD_DATA_DIR",
+            "KMSD_CONFIG",
+            "KMSD_BIN",
+            "PATH",
+            "XKMSD_FOO",
+            "KMSD",
+            "KMSD_DNS_ZONES",
+            "KMSD_DATADIR",
+            "KMSD_LOG_LEVLE",
+            "kmsd_name",
+            "KMSD_TLS_CRT",
+            "KMSD_SOMETHING_ELSE",
+            "KMSD_X",
+        ]);
+        let got: Vec<(&str, Option<&str>)> = got
+            .iter()
+            .map(|v| (v.name.as_str(), v.suggestion.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("KMSD_DATADIR", Some("KMSD_DATA_DIR")),
+                ("KMSD_DNS_ZONES", Some("KMSD_DNS_ZONE")),
+                ("KMSD_LOG_LEVLE", Some("KMSD_LOG_LEVEL")),
+                ("KMSD_SOMETHING_ELSE", None),
+                ("KMSD_TLS_CRT", Some("KMSD_TLS_CERT")),
+                ("KMSD_X", None),
+                ("kmsd_name", Some("KMSD_NAME")),
+            ]
+        );
+        let v = UnknownEnvVar {
+            name: "KMSD_DNS_ZONES".into(),
+            suggestion: Some("KMSD_DNS_ZONE".into()),
+        };
+        assert_eq!(
+            v.to_string(),
+            "environment variable KMSD_DNS_ZONES is not a kmsd setting and is ignored \
+             (did you mean KMSD_DNS_ZONE?)"
+        );
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

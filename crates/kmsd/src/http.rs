@@ -207,6 +207,20 @@ fn update_gauges(metrics: &Metrics, st: &kms_cluster::NodeStatus) {
         .degraded_journal_entries
         .set(st.journal_entries as i64);
     metrics.degraded.set(i64::from(st.degraded));
+    metrics.seat_limit.reset();
+    metrics.seats_used.reset();
+    for u in &st.seats {
+        let (scope, name) = seat_scope(u.scope);
+        let labels = [scope, name.as_str()];
+        metrics
+            .seat_limit
+            .with_label_values(&labels)
+            .set(i64::from(u.limit));
+        metrics
+            .seats_used
+            .with_label_values(&labels)
+            .set(i64::from(u.used));
+    }
     for p in &st.pools {
         for (gauge, value) in [
             (&metrics.pool_clients, i64::from(p.live)),
@@ -223,6 +237,54 @@ fn update_gauges(metrics: &Metrics, st: &kms_cluster::NodeStatus) {
     }
 }
 
+/// The `scope` and `name` labels of a seat limit: the pool name, or the product group's
+/// catalog name (its KMS counted id when the catalog does not know it).
+fn seat_scope(scope: kms_core::state::SeatScope) -> (&'static str, String) {
+    match scope {
+        kms_core::state::SeatScope::Pool(p) => ("pool", p.name().to_string()),
+        kms_core::state::SeatScope::Group(id) => (
+            "group",
+            kms_core::catalog::product(id)
+                .map(|p| p.name.to_string())
+                .unwrap_or_else(|| id.to_string()),
+        ),
+    }
+}
+
+/// Log when a seat limit reaches 90 % (DESIGN §4's warning level) and when it drops below.
+fn log_seat_warnings(
+    seats: &[kms_core::state::SeatUsage],
+    warned: &mut std::collections::BTreeSet<(&'static str, String)>,
+) {
+    let mut now_warned = std::collections::BTreeSet::new();
+    for u in seats.iter().filter(|u| u.is_warning()) {
+        let key = seat_scope(u.scope);
+        if !warned.contains(&key) {
+            tracing::warn!(
+                event_id = EVENT_SEAT_LIMIT_NEAR,
+                scope = key.0,
+                name = %key.1,
+                used = u.used,
+                limit = u.limit,
+                "seat limit at 90 % or more: new machines are refused once it is reached"
+            );
+        }
+        now_warned.insert(key);
+    }
+    for (scope, name) in warned.difference(&now_warned) {
+        tracing::info!(
+            event_id = EVENT_SEAT_LIMIT_NEAR,
+            scope,
+            name = %name,
+            "seat limit back below 90 %"
+        );
+    }
+    *warned = now_warned;
+}
+
+/// Event id of seat-limit warnings (logged by every node that sees the usage cross 90 %).
+pub const EVENT_SEAT_LIMIT_NEAR: u32 = 40030;
+
 /// Copy node status into gauges once a second until `shutdown`.
 pub async fn refresh_metrics(
     node: Arc<kms_cluster::Node>,
@@ -232,9 +294,11 @@ pub async fn refresh_metrics(
     let tick = async {
         let mut iv = tokio::time::interval(Duration::from_secs(1));
         let mut last_leader = None;
+        let mut warned = std::collections::BTreeSet::new();
         loop {
             iv.tick().await;
             let st = node.status();
+            log_seat_warnings(&st.seats, &mut warned);
             if st.leader_id != last_leader {
                 if last_leader.is_some() || st.leader_id.is_some() {
                     metrics.raft_leader_changes.inc();

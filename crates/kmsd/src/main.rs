@@ -12,12 +12,24 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
+    // A misspelt KMSD_* variable has no effect: say so (on stderr for --print-config).
+    let unknown_env = kmsd::config::unknown_env_vars(std::env::vars_os().map(|(name, _)| name));
     if cli.print_config {
+        for v in &unknown_env {
+            eprintln!("kmsd: warning: {v}");
+        }
         print!("{}", settings.to_toml());
         return std::process::ExitCode::SUCCESS;
     }
     // Held to the end: dropping it writes out every queued log line.
     let log = kmsd::logging::init(settings.log_format, &settings.log_level);
+    for v in &unknown_env {
+        tracing::warn!(
+            variable = %v.name,
+            did_you_mean = v.suggestion.as_deref(),
+            "unknown KMSD_* environment variable ignored"
+        );
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("kmsd")

@@ -32,6 +32,10 @@ pub struct Metrics {
     pub pool_seat_limit: IntGaugeVec,
     /// kmsd_duplicate_cmids{pool}
     pub duplicate_cmids: IntGaugeVec,
+    /// kmsd_seat_limit{scope,name}: every configured seat limit, pools and product groups
+    pub seat_limit: IntGaugeVec,
+    /// kmsd_seats_used{scope,name}: live clients counted against each seat limit
+    pub seats_used: IntGaugeVec,
     /// kmsd_raft_term
     pub raft_term: IntGauge,
     /// kmsd_raft_is_leader
@@ -121,6 +125,17 @@ impl Metrics {
             "kmsd_duplicate_cmids",
             "Client machine ids seen from more than one workstation name (un-generalized images).",
         );
+        let seat = |name: &str, help: &str| {
+            must(IntGaugeVec::new(Opts::new(name, help), &["scope", "name"]))
+        };
+        let seat_limit = seat(
+            "kmsd_seat_limit",
+            "Configured seat limit, per scope (pool or product group) and name; only limits that are set.",
+        );
+        let seats_used = seat(
+            "kmsd_seats_used",
+            "Live client machines counted against each configured seat limit.",
+        );
         let gauge = |name: &str, help: &str| must(IntGauge::new(name, help));
         let raft_term = gauge("kmsd_raft_term", "Current Raft term.");
         let raft_is_leader = gauge("kmsd_raft_is_leader", "1 if this node is the Raft leader.");
@@ -183,6 +198,8 @@ impl Metrics {
             Box::new(pool_threshold.clone()),
             Box::new(pool_seat_limit.clone()),
             Box::new(duplicate_cmids.clone()),
+            Box::new(seat_limit.clone()),
+            Box::new(seats_used.clone()),
             Box::new(raft_term.clone()),
             Box::new(raft_is_leader.clone()),
             Box::new(raft_commit_index.clone()),
@@ -214,6 +231,8 @@ impl Metrics {
             pool_threshold,
             pool_seat_limit,
             duplicate_cmids,
+            seat_limit,
+            seats_used,
             raft_term,
             raft_is_leader,
             raft_commit_index,
