@@ -394,6 +394,15 @@ for n in "$leader" "$cut"; do
     [[ "$r" == degraded* ]] || fail "kmsd-$n: /readyz says '$r', expected degraded"
 done
 pass "degraded serving: both isolated nodes answered, journals $(journal "$leader") and $(journal "$cut"), /readyz degraded"
+if [ $has_dns = 1 ]; then
+    # A node that has lost every peer still answers DNS, with itself: it may be the only one
+    # a client can reach.
+    for n in "$leader" "$cut"; do
+        wait_until 20 "isolated kmsd-$n answers SRV with itself alone" srv_is "$n" "kmsd-$n." ||
+            fail "SRV from isolated kmsd-$n: '$(srv_targets "$n")', expected kmsd-$n. alone"
+    done
+    pass "DNS: each isolated node answers SRV with itself"
+fi
 if [ -n "$prom_url" ]; then
     prom_journal_ge_4() { [ "$(prom_q 'sum(kmsd_degraded_journal_entries) >= 4' | wc -l)" = 1 ]; }
     wait_until 10 "Prometheus sees the degraded journals" prom_journal_ge_4 ||
