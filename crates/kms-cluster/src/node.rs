@@ -389,6 +389,14 @@ impl Node {
         self.store.state_machine().read(f)
     }
 
+    /// Like [`Node::read`], with the (term, index) of the last applied log entry — the
+    /// position the state `f` sees reflects — taken under the same lock; (0, 0) before any.
+    pub fn read_applied<T>(&self, f: impl FnOnce(&kms_core::State) -> T) -> ((u64, u64), T) {
+        let (id, value) = self.store.state_machine().read_applied(f);
+        let at = id.map(|l| (l.leader_id.term, l.index)).unwrap_or((0, 0));
+        (at, value)
+    }
+
     /// The node's current view.
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow_watched().clone();

@@ -61,6 +61,16 @@ impl StateMachineStore {
         f(&self.shared.machine_read().state)
     }
 
+    /// Like [`Self::read`], together with the id of the last applied entry: the position the
+    /// state `f` sees reflects, both taken under one lock.
+    pub fn read_applied<F, T>(&self, f: F) -> (Option<LogId>, T)
+    where
+        F: FnOnce(&kms_core::State) -> T,
+    {
+        let machine = self.shared.machine_read();
+        (machine.last_applied, f(&machine.state))
+    }
+
     /// The id of the last applied log entry.
     pub fn last_applied(&self) -> Option<LogId> {
         self.shared.machine_read().last_applied

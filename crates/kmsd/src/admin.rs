@@ -1183,10 +1183,9 @@ impl Admin for AdminService {
 
     async fn backup(&self, req: Request<pb::BackupRequest>) -> Result2<Self::BackupStream> {
         let warning = self.admit("Backup", &req, Access::Backup)?;
-        let m = self.metrics();
         let status = self.node.status();
-        // One consistent copy, taken under one read.
-        let (config, identity, clients) = self.node.read(|s| {
+        // One consistent copy, taken under one read, with the log position it reflects.
+        let ((term, applied_index), (config, identity, clients)) = self.node.read_applied(|s| {
             (
                 s.config().clone(),
                 s.identity().cloned(),
@@ -1199,13 +1198,8 @@ impl Admin for AdminService {
         for (p, _, _) in &clients {
             *per_pool.entry(p.name().to_string()).or_default() += 1;
         }
-        let header = backup::header_now(
-            status.node_id,
-            &status.name,
-            m.current_term,
-            status.applied_index,
-            per_pool,
-        );
+        let header =
+            backup::header_now(status.node_id, &status.name, term, applied_index, per_pool);
         info!(clients = clients.len(), "backup started");
         let (tx, rx) = mpsc::channel(4);
         tokio::task::spawn_blocking(move || {

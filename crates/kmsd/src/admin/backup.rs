@@ -70,10 +70,11 @@ pub struct BackupHeader {
     /// `kms_core::state::STATE_FORMAT_VERSION` of that node.
     #[serde(default)]
     pub state_format_version: u32,
-    /// Raft term when it was taken.
+    /// Raft term of the last log entry applied to the state it was taken from.
     #[serde(default)]
     pub term: u64,
-    /// Last applied log index of the state it was taken from.
+    /// Last applied log index of the state it was taken from (read with the state, under one
+    /// lock).
     #[serde(default)]
     pub applied_index: u64,
     /// Stored client records per pool name.

@@ -403,6 +403,10 @@ async fn admin_calls_on_a_single_node() {
     let bytes = collect_backup(&svc).await;
     let contents = backup::decode(&bytes[..]).expect("a valid backup");
     assert_eq!(contents.clients.len(), 3);
+    // The header names the log position the copied state reflects (the node is idle).
+    let (at, _) = node.read_applied(|_| ());
+    assert!(at.0 >= 1 && at.1 > 0, "{at:?}");
+    assert_eq!((contents.header.term, contents.header.applied_index), at);
     let file = dir.path().join("cluster.kmsbak");
     std::fs::write(&file, &bytes).unwrap();
     let (config, identity, clients) = node.read(|s| {
