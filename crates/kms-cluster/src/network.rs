@@ -24,16 +24,20 @@ use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt as _;
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
 use kms_api::raft::v1 as pb;
 use kms_api::raft::v1::raft_peer_client::RaftPeerClient;
 use kms_core::{Command, Outcome};
+use kms_store::openraft::network::stream_append_sequential;
 use kms_store::openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
 use kms_store::openraft::raft::TransferLeaderResponse as OpenraftTransferLeaderResponse;
 use kms_store::types::{
     AppendEntriesRequest, AppendEntriesResponse, ClientWriteError, LogId, Membership, NodeId,
     NodeInfo, RPCError, RaftCommand, RaftError, RemoteError, ReplicationClosed, ServerState,
-    Snapshot, SnapshotData, SnapshotResponse, StreamingError, Timeout, TransferLeaderRequest,
-    TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
+    Snapshot, SnapshotData, SnapshotResponse, StreamAppendResult, StreamingError, Timeout,
+    TransferLeaderRequest, TypeConfig, Unreachable, Vote, VoteRequest, VoteResponse,
 };
 use prost::bytes::Bytes;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
@@ -296,6 +300,7 @@ impl PeerNetwork {
             config: self.shared.config.clone(),
             channel: self.channel(kind, addr),
             version: WIRE_VERSION,
+            pipelined: true,
         }
     }
 
@@ -439,6 +444,9 @@ pub struct PeerClient {
     channel: Result<Channel, PeerError>,
     /// The wire version this client speaks to the peer (lowered once if the peer refuses ours).
     version: u32,
+    /// Send AppendEntries pipelined on one `StreamAppend` stream; cleared for good when the
+    /// peer does not know the call (an older kmsd), which then gets unary calls one at a time.
+    pipelined: bool,
 }
 
 impl fmt::Debug for PeerClient {
@@ -550,6 +558,22 @@ impl PeerClient {
                 wire::check_version(resp.version()).map_err(|e| self.protocol(e))?;
                 Ok(resp)
             }
+        }
+    }
+
+    /// One `StreamAppend` answer as openraft's result.
+    fn stream_answer(&self, msg: pb::StreamAppendResponse) -> Result<StreamAppendResult, RPCError> {
+        use pb::stream_append_response::Result as R;
+        wire::check_version(msg.version)
+            .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, self.protocol(e)))?;
+        match msg.result {
+            Some(R::StreamAppendResult(b)) => decode("stream append result", &b)
+                .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, self.protocol(e))),
+            Some(R::RaftError(b)) => Err(RPCError::Unreachable(self.remote_fatal(&b))),
+            None => Err(self.rpc_error(
+                RPCTypes::AppendEntries,
+                self.missing("stream append result"),
+            )),
         }
     }
 
@@ -773,6 +797,143 @@ impl SnapshotProgress {
 
 impl RaftNetworkV2<TypeConfig> for PeerClient {
     type SnapshotData = SnapshotData;
+
+    /// Pipelined AppendEntries on one ordered `StreamAppend` stream (see raft.proto): requests go
+    /// out as openraft produces them, answers come back in the same order. Each answer is due
+    /// `soft_ttl` plus its request's transfer time (at `min_throughput`) after it was sent or
+    /// after the previous answer, whichever is later; a late answer ends the stream with a
+    /// timeout, as a unary call's would. A peer that does not know the call is sent unary
+    /// AppendEntries one at a time from then on.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult, RPCError>>, RPCError>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            if !self.pipelined {
+                return stream_append_sequential(self, input, option).await;
+            }
+            let channel = match &self.channel {
+                Ok(c) => c.clone(),
+                Err(e) => return Err(self.rpc_error(RPCTypes::AppendEntries, e.clone())),
+            };
+            let me = PeerClient {
+                target: self.target,
+                addr: self.addr.clone(),
+                local_id: self.local_id,
+                config: self.config.clone(),
+                channel: Ok(channel.clone()),
+                version: self.version,
+                pipelined: true,
+            };
+            let version = self.version;
+            // Requests sent and not yet answered: when each was sent and its encoded size.
+            let unanswered: Arc<Mutex<std::collections::VecDeque<(Instant, usize)>>> =
+                Arc::default();
+            let sent = unanswered.clone();
+            // The request half ends when the answers are dropped (session over, error, or the
+            // peer ended its answers): openraft's request stream may wait for new entries
+            // forever, and a request half left open keeps the HTTP/2 stream alive on both
+            // sides (the peer's graceful shutdown would wait for it).
+            let (end_requests, requests_ended) = tokio::sync::oneshot::channel::<()>();
+            let requests = input.take_until(requests_ended).map(move |rpc| {
+                let payload = encode("append entries request", &rpc).unwrap_or_default();
+                sent.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .push_back((Instant::now(), payload.len()));
+                pb::AppendEntriesRequest {
+                    version,
+                    append_entries_request: payload.into(),
+                }
+            });
+            let mut grpc = Self::grpc(channel);
+            let open = grpc.stream_append(tonic::Request::new(requests));
+            // The peer answers the call once the first request is in: allow for connecting.
+            let open_budget = option.soft_ttl() + me.config.connect_timeout;
+            let answers = match tokio::time::timeout(open_budget, open).await {
+                Err(_) => {
+                    return Err(me.rpc_error(
+                        RPCTypes::AppendEntries,
+                        PeerError::Timeout {
+                            addr: me.addr.clone(),
+                            timeout: open_budget,
+                        },
+                    ));
+                }
+                Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
+                    info!(peer = %self.addr, "peer does not know StreamAppend; sending AppendEntries one at a time");
+                    self.pipelined = false;
+                    return Err(me.rpc_error(RPCTypes::AppendEntries, me.status_error(status)));
+                }
+                Ok(Err(status)) => {
+                    return Err(me.rpc_error(RPCTypes::AppendEntries, me.status_error(status)));
+                }
+                Ok(Ok(r)) => r.into_inner(),
+            };
+            let soft_ttl = option.soft_ttl();
+            let per_byte = 1.0 / me.config.min_throughput.max(1) as f64;
+            let state = (answers, me, Instant::now(), false, end_requests);
+            let out = futures::stream::unfold(
+                state,
+                move |(mut answers, me, mut last, done, end)| {
+                    let unanswered = unanswered.clone();
+                    async move {
+                        if done {
+                            return None;
+                        }
+                        let next = loop {
+                            let due = unanswered
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .front()
+                                .map(|(at, bytes)| {
+                                    (*at).max(last)
+                                        + soft_ttl
+                                        + Duration::from_secs_f64(*bytes as f64 * per_byte)
+                                });
+                            // Nothing unanswered: wait for an answer or re-check shortly (the next
+                            // request may be on its way).
+                            let wait = due.map_or(Duration::from_millis(50), |d| {
+                                d.saturating_duration_since(Instant::now())
+                            });
+                            tokio::select! {
+                                m = answers.next() => break m,
+                                _ = tokio::time::sleep(wait) => {
+                                    if due.is_some_and(|d| Instant::now() >= d) {
+                                        let e = me.rpc_error(
+                                            RPCTypes::AppendEntries,
+                                            PeerError::Timeout { addr: me.addr.clone(), timeout: wait },
+                                        );
+                                        return Some((Err(e), (answers, me, last, true, end)));
+                                    }
+                                }
+                            }
+                        };
+                        let item = match next {
+                            None => return None,
+                            Some(Err(status)) => {
+                                Err(me.rpc_error(RPCTypes::AppendEntries, me.status_error(status)))
+                            }
+                            Some(Ok(msg)) => {
+                                unanswered
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .pop_front();
+                                last = Instant::now();
+                                me.stream_answer(msg)
+                            }
+                        };
+                        let done = item.is_err();
+                        Some((item, (answers, me, last, done, end)))
+                    }
+                },
+            );
+            Ok(Box::pin(out) as BoxStream<'s, _>)
+        })
+    }
 
     async fn append_entries(
         &mut self,

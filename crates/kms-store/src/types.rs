@@ -151,6 +151,8 @@ pub type VoteResponse = openraft::raft::VoteResponse<TypeConfig>;
 pub type AppendEntriesRequest = openraft::raft::AppendEntriesRequest<TypeConfig>;
 /// AppendEntries RPC response.
 pub type AppendEntriesResponse = openraft::raft::AppendEntriesResponse<TypeConfig>;
+/// One answer of a pipelined append (`Raft::stream_append`).
+pub type StreamAppendResult = openraft::raft::StreamAppendResult<TypeConfig>;
 /// Response to a full snapshot transfer.
 pub type SnapshotResponse = openraft::raft::SnapshotResponse<TypeConfig>;
 /// TransferLeader RPC request.

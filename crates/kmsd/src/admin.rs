@@ -40,7 +40,9 @@ use kms_core::{
     Outcome, Pool, catalog,
 };
 use kms_store::openraft::async_runtime::watch::WatchReceiver;
-use kms_store::types::{ChangeMembers, ClientWriteError, NodeInfo, RaftError, RaftMetrics};
+use kms_store::types::{
+    ChangeMembers, ChangeMembershipError, ClientWriteError, NodeInfo, RaftError, RaftMetrics,
+};
 use kms_tls::Action;
 use kms_wire::FileTime;
 use tokio::sync::{broadcast, mpsc};
@@ -68,6 +70,8 @@ const INSECURE_WARNING: &str = "this kmsd serves its admin API without TLS: the 
 
 /// Size of one backup chunk on the wire.
 const BACKUP_CHUNK_BYTES: usize = 1 << 20;
+/// Longest a membership change waits for a change still being committed.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(10);
 /// Longest a change waits to be applied locally after it committed.
 const LOCAL_APPLY_WAIT: Duration = Duration::from_secs(5);
 
@@ -406,13 +410,32 @@ impl AdminService {
             )));
         }
         self.caught_up(id, wait).await?;
-        self.node
-            .raft()
-            .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-            .await
-            .map_err(|e| self.raft_error(e))?;
+        self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+            .await?;
         info!(node_id = id, "learner promoted to voter");
         Ok(format!("node {id} promoted to voter"))
+    }
+
+    /// Change the membership; while another change is still being committed (a join's
+    /// promotion, say), wait for it — up to [`MEMBERSHIP_WAIT`] — instead of refusing.
+    async fn change_membership(&self, change: ChangeMembers) -> Result<(), AdminError> {
+        let start = Instant::now();
+        loop {
+            match self
+                .node
+                .raft()
+                .change_membership(change.clone(), false)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                ))) if start.elapsed() < MEMBERSHIP_WAIT => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(self.raft_error(e)),
+            }
+        }
     }
 
     /// Commit `cmd`; a refused configuration or identity is an invalid argument.
@@ -870,11 +893,7 @@ impl Admin for AdminService {
         } else {
             ChangeMembers::RemoveNodes(BTreeSet::from([id]))
         };
-        self.node
-            .raft()
-            .change_membership(change, false)
-            .await
-            .map_err(|e| self.raft_error(e))?;
+        self.change_membership(change).await?;
         info!(node_id = id, "member removed");
         // The directory entry only serves DNS and status pages; the membership is what counts.
         if let Err(e) = self.node.writer().write(Command::RemoveNode { id }).await {

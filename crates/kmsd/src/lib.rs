@@ -107,6 +107,28 @@ fn bind_udp_exact(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     tokio::net::UdpSocket::from_std(socket.into())
 }
 
+/// Bind DNS on UDP and TCP. With port 0 both get the same OS-chosen port (the one logged),
+/// retried a few times when that port is taken on TCP (the OS picks it for UDP only).
+fn bind_dns(addr: SocketAddr) -> anyhow::Result<(tokio::net::UdpSocket, TcpListener)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let udp = bind_udp(addr).with_context(|| format!("binding DNS (UDP) {addr}"))?;
+        let port = udp.local_addr()?;
+        match bind_tcp(port) {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e)
+                if addr.port() == 0
+                    && e.kind() == std::io::ErrorKind::AddrInUse
+                    && attempt < 10 =>
+            {
+                continue;
+            }
+            Err(e) => return Err(e).with_context(|| format!("binding DNS (TCP) {port}")),
+        }
+    }
+}
+
 /// The DNS server configuration from node settings; `None` when no zone is configured.
 fn dns_config(s: &config::DnsSettings) -> anyhow::Result<Option<kms_dns::DnsConfig>> {
     if s.zones.is_empty() {
@@ -290,7 +312,8 @@ pub async fn run_with(
         Some(t) => Some(t.server_config().context("TLS server configuration")?),
         None => None,
     };
-    let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info());
+    let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info())
+        .with_closing(stop_rx.clone());
     let events = events::EventHub::new(settings.node_id);
     let (security, peer_access) = if tls.is_some() {
         (admin::AdminSecurity::MutualTls, grpc_auth::PeerAccess::Tls)
@@ -348,13 +371,8 @@ pub async fn run_with(
     // DNS: only when zones are configured (there is nothing to answer otherwise).
     let dns_task = match dns_config(&settings.dns).context("DNS configuration")? {
         Some(cfg) => {
-            let udp = bind_udp(settings.dns_listen)
-                .with_context(|| format!("binding DNS (UDP) {}", settings.dns_listen))?;
-            // TCP on the port UDP actually got, so `--dns-listen host:0` gives one port for
-            // both (the one logged below).
+            let (udp, tcp) = bind_dns(settings.dns_listen)?;
             let dns_addr = udp.local_addr()?;
-            let tcp =
-                bind_tcp(dns_addr).with_context(|| format!("binding DNS (TCP) {dns_addr}"))?;
             info!(listen = %dns_addr, zones = ?settings.dns.zones, "DNS serving");
             let views = node.view();
             let observer: Arc<dyn kms_dns::DnsObserver> = metrics.clone();

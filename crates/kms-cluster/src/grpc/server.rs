@@ -8,6 +8,9 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use futures::StreamExt as _;
 
 use kms_api::raft::v1 as pb;
 use kms_api::raft::v1::raft_peer_server::{RaftPeer, RaftPeerServer};
@@ -24,6 +27,10 @@ use tracing::{debug, info, warn};
 
 use super::wire::{WireError, check_version, decode, encode};
 
+/// The answers of a `StreamAppend` call.
+type AnswerStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::StreamAppendResponse, Status>> + Send>>;
+
 /// Largest message either side of `RaftPeer` accepts (an AppendEntries carrying openraft's
 /// `max_payload_entries` record batches can be tens of megabytes).
 pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
@@ -38,6 +45,9 @@ pub struct RaftPeerService {
     node_id: NodeId,
     info: NodeInfo,
     max_snapshot_bytes: u64,
+    /// Turns true when the node stops: open `StreamAppend` streams end then, so the server's
+    /// graceful shutdown does not wait for peers that keep theirs open.
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl fmt::Debug for RaftPeerService {
@@ -58,7 +68,14 @@ impl RaftPeerService {
             node_id,
             info,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
+            closing: None,
         }
+    }
+
+    /// End open `StreamAppend` streams once `closing` turns true (the node is stopping).
+    pub fn with_closing(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
     }
 
     /// Refuse snapshots larger than `bytes` (default [`DEFAULT_MAX_SNAPSHOT_BYTES`]).
@@ -142,6 +159,92 @@ impl RaftPeerService {
             version,
             result: Some(result),
         })
+    }
+
+    /// Pipelined AppendEntries (`Raft::stream_append`): the first request fixes the stream's
+    /// version and is checked before the answer stream opens (so a version refusal is the
+    /// call's status, as for a unary call); a later request that does not decode, or carries
+    /// another version, ends the input, and its status follows the last answer.
+    async fn stream_append_impl(
+        &self,
+        mut incoming: Streaming<pb::AppendEntriesRequest>,
+    ) -> Result<AnswerStream, Status> {
+        let Some(first) = incoming.message().await? else {
+            return Ok(Box::pin(futures::stream::empty()));
+        };
+        let version = check_version(first.version)?;
+        let first: AppendEntriesRequest =
+            decode("append entries request", &first.append_entries_request)?;
+        let failure: Arc<Mutex<Option<Status>>> = Arc::default();
+        let fail = failure.clone();
+        let rest = futures::stream::unfold(Some(incoming), move |state| {
+            let fail = fail.clone();
+            async move {
+                let mut incoming = state?;
+                let decoded = match incoming.message().await {
+                    Ok(None) => return None,
+                    Ok(Some(m)) if m.version != version => Err(WireError::Invalid(format!(
+                        "stream started in wire version {version}, then sent {}",
+                        m.version
+                    ))
+                    .into()),
+                    Ok(Some(m)) => decode::<AppendEntriesRequest>(
+                        "append entries request",
+                        &m.append_entries_request,
+                    )
+                    .map_err(Status::from),
+                    Err(status) => Err(status),
+                };
+                match decoded {
+                    Ok(req) => Some((req, Some(incoming))),
+                    Err(status) => {
+                        *fail.lock().unwrap_or_else(PoisonError::into_inner) = Some(status);
+                        None
+                    }
+                }
+            }
+        });
+        let input = futures::stream::once(async move { first }).chain(rest);
+        let answers = self.raft.stream_append(input).map(move |item| {
+            use pb::stream_append_response::Result as R;
+            let result = match item {
+                Ok(r) => {
+                    encode("stream append result", &r).map(|b| R::StreamAppendResult(b.into()))
+                }
+                Err(fatal) => {
+                    let e: RaftError = RaftError::Fatal(fatal);
+                    encode("raft error", &e).map(|b| R::RaftError(b.into()))
+                }
+            };
+            result
+                .map(|r| pb::StreamAppendResponse {
+                    version,
+                    result: Some(r),
+                })
+                .map_err(Status::from)
+        });
+        let tail = futures::stream::once(async move {
+            failure
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .map(Err)
+        })
+        .filter_map(|failed| async move { failed });
+        let closing = self.closing.clone();
+        let stopped = async move {
+            match closing {
+                Some(mut rx) => {
+                    while !*rx.borrow_and_update() {
+                        if rx.changed().await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        Ok(Box::pin(answers.chain(tail).take_until(stopped)))
     }
 
     async fn install_snapshot_impl(
@@ -415,6 +518,17 @@ impl RaftPeer for RaftPeerService {
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
         Ok(Response::new(self.append_impl(request.into_inner()).await?))
+    }
+
+    type StreamAppendStream = AnswerStream;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<pb::AppendEntriesRequest>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        Ok(Response::new(
+            self.stream_append_impl(request.into_inner()).await?,
+        ))
     }
 
     async fn install_snapshot(

@@ -322,3 +322,93 @@ async fn unreachable_peers_map_to_openraft_errors() {
         other => panic!("expected Timeout, got {other:?}"),
     }
 }
+
+/// Pipelined AppendEntries (`StreamAppend`): answers come back one per request, in order, both
+/// through the raw RPC and through the openraft network client; the first request's version
+/// is checked before the stream opens, and a later request in another version ends it with
+/// INVALID_ARGUMENT after the answers before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stream_append_answers_in_order_and_checks_versions() {
+    use futures::StreamExt as _;
+    use kms_api::raft::v1 as pb;
+    use kms_store::types::{AppendEntriesRequest, StreamAppendResult};
+
+    let node = TestNode::start(1).await;
+    // A leader (node 2, term 1) sending heartbeats: an empty follower accepts them.
+    let heartbeat = || AppendEntriesRequest {
+        vote: Vote::new_committed(1, 2),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let message = move |version| pb::AppendEntriesRequest {
+        version,
+        append_entries_request: kms_cluster::grpc::wire::encode("request", &heartbeat())
+            .unwrap()
+            .into(),
+    };
+
+    // Raw RPC, three requests: three answers.
+    let mut raw = node.raw_client().await;
+    let requests = futures::stream::iter((0..3).map(|_| message(WIRE_VERSION)).collect::<Vec<_>>());
+    let answers: Vec<_> = raw
+        .stream_append(requests)
+        .await
+        .expect("stream opened")
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(answers.len(), 3, "{answers:?}");
+    for a in answers {
+        let a = a.expect("an answer");
+        assert_eq!(a.version, WIRE_VERSION);
+        match a.result {
+            Some(pb::stream_append_response::Result::StreamAppendResult(b)) => {
+                let r: StreamAppendResult =
+                    kms_cluster::grpc::wire::decode("result", &b).expect("decodes");
+                assert_eq!(r, Ok(None), "a heartbeat with no log matches at None");
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+    }
+
+    // An unknown version in the first request: the call is refused, naming the versions.
+    let status = raw
+        .stream_append(futures::stream::iter([message(WIRE_VERSION + 1)]))
+        .await
+        .expect_err("unknown version refused");
+    assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}");
+
+    // Another version mid-stream: the answers before it, then INVALID_ARGUMENT.
+    let requests = futures::stream::iter([message(WIRE_VERSION), message(WIRE_VERSION + 7)]);
+    let answers: Vec<_> = raw
+        .stream_append(requests)
+        .await
+        .expect("stream opened")
+        .into_inner()
+        .collect()
+        .await;
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].is_ok());
+    let e = answers[1]
+        .as_ref()
+        .expect_err("the version switch ends the stream");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+
+    // The openraft network client pipelines through the same call.
+    let mut factory = node.network.clone();
+    let mut client = factory.new_client(1, &node.info).await;
+    let input = futures::stream::iter((0..5).map(|_| heartbeat()).collect::<Vec<_>>());
+    let results: Vec<_> = client
+        .stream_append(input, RPCOption::new(Duration::from_secs(1)))
+        .await
+        .expect("stream opened")
+        .collect()
+        .await;
+    assert_eq!(results.len(), 5);
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Ok(None)))),
+        "{results:?}"
+    );
+    node.stop().await;
+}
