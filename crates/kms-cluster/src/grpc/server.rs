@@ -48,6 +48,8 @@ pub struct RaftPeerService {
     /// Turns true when the node stops: open `StreamAppend` streams end then, so the server's
     /// graceful shutdown does not wait for peers that keep theirs open.
     closing: Option<tokio::sync::watch::Receiver<bool>>,
+    /// Serve `StreamAppend` (false: answer UNIMPLEMENTED, as a kmsd from before the call did).
+    stream_append: bool,
 }
 
 impl fmt::Debug for RaftPeerService {
@@ -69,7 +71,15 @@ impl RaftPeerService {
             info,
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             closing: None,
+            stream_append: true,
         }
+    }
+
+    /// Answer `StreamAppend` with UNIMPLEMENTED, like a kmsd from before the call: peers then
+    /// replicate to this node with unary AppendEntries (rolling-upgrade tests).
+    pub fn without_stream_append(mut self) -> Self {
+        self.stream_append = false;
+        self
     }
 
     /// End open `StreamAppend` streams once `closing` turns true (the node is stopping).
@@ -169,6 +179,11 @@ impl RaftPeerService {
         &self,
         mut incoming: Streaming<pb::AppendEntriesRequest>,
     ) -> Result<AnswerStream, Status> {
+        if !self.stream_append {
+            return Err(Status::unimplemented(
+                "StreamAppend is not served by this node",
+            ));
+        }
         let Some(first) = incoming.message().await? else {
             return Ok(Box::pin(futures::stream::empty()));
         };

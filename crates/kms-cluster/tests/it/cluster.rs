@@ -412,3 +412,40 @@ async fn stream_append_answers_in_order_and_checks_versions() {
     );
     node.stop().await;
 }
+
+/// A peer without `StreamAppend` (an older kmsd): the first pipelined attempt fails with the
+/// peer's UNIMPLEMENTED, and every later one is sent as unary AppendEntries, which succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_stream_append_gets_unary_appends() {
+    use futures::StreamExt as _;
+    use kms_store::types::AppendEntriesRequest;
+
+    let node = TestNode::start_without_stream_append(1).await;
+    let heartbeat = || AppendEntriesRequest {
+        vote: Vote::new_committed(1, 2),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    };
+    let mut factory = node.network.clone();
+    let mut client = factory.new_client(1, &node.info).await;
+    let option = || RPCOption::new(Duration::from_secs(1));
+    let input = futures::stream::iter(vec![heartbeat()]);
+    match client.stream_append(input, option()).await {
+        Err(e) => assert!(e.to_string().contains("StreamAppend"), "{e}"),
+        Ok(_) => panic!("the peer does not serve StreamAppend"),
+    }
+    let input = futures::stream::iter((0..3).map(|_| heartbeat()).collect::<Vec<_>>());
+    let results: Vec<_> = client
+        .stream_append(input, option())
+        .await
+        .expect("unary fallback")
+        .collect()
+        .await;
+    assert_eq!(results.len(), 3);
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Ok(None)))),
+        "{results:?}"
+    );
+    node.stop().await;
+}

@@ -64,6 +64,24 @@ impl TestNode {
 
     /// Like [`TestNode::start`] with transport settings and a snapshot size limit.
     pub async fn start_with(id: u64, net: PeerNetworkConfig, max_snapshot: u64) -> TestNode {
+        Self::start_inner(id, net, max_snapshot, true).await
+    }
+
+    /// A node that answers `StreamAppend` with UNIMPLEMENTED, as a kmsd from before the call.
+    pub async fn start_without_stream_append(id: u64) -> TestNode {
+        let net = PeerNetworkConfig {
+            connect_timeout: Duration::from_secs(1),
+            ..PeerNetworkConfig::default()
+        };
+        Self::start_inner(id, net, u64::MAX, false).await
+    }
+
+    async fn start_inner(
+        id: u64,
+        net: PeerNetworkConfig,
+        max_snapshot: u64,
+        stream_append: bool,
+    ) -> TestNode {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -85,8 +103,11 @@ impl TestNode {
         )
         .await
         .expect("raft");
-        let service = RaftPeerService::new(raft.clone(), id, info.clone())
+        let mut service = RaftPeerService::new(raft.clone(), id, info.clone())
             .with_max_snapshot_bytes(max_snapshot);
+        if !stream_append {
+            service = service.without_stream_append();
+        }
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             let shutdown = async {
