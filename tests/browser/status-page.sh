@@ -59,8 +59,8 @@ activate "Windows 11 Enterprise" 7
 activate "Windows Server 2022 Datacenter" 2
 activate "Office Professional Plus 2019" 3
 
-# The page reads the node's state directly; the metrics gauges refresh once a second. Wait
-# until the state shows every client, bounded.
+# Every client is in the node's state (the gauges are filled at scrape time); bounded, in
+# case a record is still being applied.
 windows_clients_is_9() { [ "$(metric_value "$LOCAL_HTTP" kmsd_pool_clients pool=windows)" = 9 ]; }
 wait_until 15 "9 windows clients in the node's state" windows_clients_is_9 ||
     fail "kmsd_pool_clients{pool=windows} is $(metric_value "$LOCAL_HTTP" kmsd_pool_clients pool=windows), expected 9"

@@ -300,21 +300,9 @@ async fn bad_input_on_every_path_while_others_are_served() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_source_cap_closes_the_excess_while_others_are_served() {
-    const CAP: usize = 100;
-    const OPEN: usize = 300;
-    let dir = tempfile::tempdir().unwrap();
-    let node = Kmsd::start(dir.path(), &["--max-connections-per-source", "100"]);
-    let addr = node.kms_addr();
-    // The good client comes from another source address (127.0.0.2, also loopback).
-    let other: IpAddr = "127.0.0.2".parse().unwrap();
-    let good = GoodClient::spawn(addr, Some(other), Duration::from_millis(50));
-
-    let mut conns = Vec::new();
-    for _ in 0..OPEN {
-        conns.push(RawConn::connect(addr).await);
-    }
+/// Wait (at most [`AT_ONCE`] each, all at once) to see which of `conns` the host closes:
+/// (the ones still open, how many were closed).
+async fn split_closed(conns: Vec<RawConn>) -> (Vec<RawConn>, usize) {
     let mut set = JoinSet::new();
     for mut c in conns {
         set.spawn(async move {
@@ -332,6 +320,47 @@ async fn per_source_cap_closes_the_excess_while_others_are_served() {
             open.push(c);
         }
     }
+    (open, closed)
+}
+
+/// After connections holding a cap's slots closed: within 5 s a new connection from
+/// `connect` binds and is served (`what` names it in failures).
+async fn served_once_released<F, Fut>(connect: F, what: &str)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = RawConn>,
+{
+    let start = Instant::now();
+    loop {
+        let mut c = connect().await;
+        if c.bind_with(ClientOptions::default()).await.is_ok() {
+            good_call(&mut c, what).await;
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "slots never released"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_source_cap_closes_the_excess_while_others_are_served() {
+    const CAP: usize = 100;
+    const OPEN: usize = 300;
+    let dir = tempfile::tempdir().unwrap();
+    let node = Kmsd::start(dir.path(), &["--max-connections-per-source", "100"]);
+    let addr = node.kms_addr();
+    // The good client comes from another source address (127.0.0.2, also loopback).
+    let other: IpAddr = "127.0.0.2".parse().unwrap();
+    let good = GoodClient::spawn(addr, Some(other), Duration::from_millis(50));
+
+    let mut conns = Vec::new();
+    for _ in 0..OPEN {
+        conns.push(RawConn::connect(addr).await);
+    }
+    let (open, closed) = split_closed(conns).await;
     assert_eq!(
         (open.len(), closed),
         (CAP, OPEN - CAP),
@@ -345,19 +374,11 @@ async fn per_source_cap_closes_the_excess_while_others_are_served() {
     expect_closed_at_once(&mut c, "one more from the capped source").await;
     // The slots are released when the connections close.
     drop(open);
-    let start = Instant::now();
-    loop {
-        let mut c = RawConn::connect(addr).await;
-        if c.bind_with(ClientOptions::default()).await.is_ok() {
-            good_call(&mut c, "the capped source after its connections closed").await;
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "slots never released"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_once_released(
+        || RawConn::connect(addr),
+        "the capped source after its connections closed",
+    )
+    .await;
     good.finish(5).await;
     let rejected = tokio::task::spawn_blocking(move || {
         node.metric("kmsd_connections_rejected_total{reason=\"per_source\"}")
@@ -531,23 +552,7 @@ async fn global_connection_cap_closes_the_excess_and_frees_its_slots() {
     for _ in 0..=CAP {
         conns.push(RawConn::connect(addr).await);
     }
-    let mut set = JoinSet::new();
-    for mut c in conns {
-        set.spawn(async move {
-            let closed = c.closed_within(AT_ONCE).await.is_some();
-            (c, closed)
-        });
-    }
-    let mut open = Vec::new();
-    let mut closed = 0;
-    while let Some(r) = set.join_next().await {
-        let (c, was_closed) = r.unwrap();
-        if was_closed {
-            closed += 1;
-        } else {
-            open.push(c);
-        }
-    }
+    let (mut open, closed) = split_closed(conns).await;
     assert_eq!(
         (open.len(), closed),
         (CAP, 1),
@@ -565,19 +570,11 @@ async fn global_connection_cap_closes_the_excess_and_frees_its_slots() {
     // Slots are released when connections close.
     drop(open);
     drop(first);
-    let start = Instant::now();
-    loop {
-        let mut c = RawConn::connect_from(other, addr).await.unwrap();
-        if c.bind_with(ClientOptions::default()).await.is_ok() {
-            good_call(&mut c, "a client after the connections closed").await;
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "slots never released"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    served_once_released(
+        || async move { RawConn::connect_from(other, addr).await.unwrap() },
+        "a client after the connections closed",
+    )
+    .await;
     let rejected = tokio::task::spawn_blocking(move || {
         node.metric("kmsd_connections_rejected_total{reason=\"max_connections\"}")
     })

@@ -566,14 +566,32 @@ impl PeerClient {
         use pb::stream_append_response::Result as R;
         wire::check_version(msg.version)
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, self.protocol(e)))?;
-        match msg.result {
-            Some(R::StreamAppendResult(b)) => decode("stream append result", &b)
-                .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, self.protocol(e))),
-            Some(R::RaftError(b)) => Err(RPCError::Unreachable(self.remote_fatal(&b))),
-            None => Err(self.rpc_error(
-                RPCTypes::AppendEntries,
-                self.missing("stream append result"),
-            )),
+        let answer = msg.result.map(|r| match r {
+            R::StreamAppendResult(b) => Ok(b),
+            R::RaftError(b) => Err(b),
+        });
+        self.raft_answer(
+            RPCTypes::AppendEntries,
+            "stream append result",
+            "stream append result",
+            answer,
+        )
+    }
+
+    /// A Raft RPC's answer as openraft's result: `Ok` holds the encoded reply (decoded as
+    /// `what`), `Err` the remote node's fatal error; no answer at all is a protocol error
+    /// naming `missing`.
+    fn raft_answer<T: serde::de::DeserializeOwned>(
+        &self,
+        action: RPCTypes,
+        what: &'static str,
+        missing: &'static str,
+        answer: Option<Result<Bytes, Bytes>>,
+    ) -> Result<T, RPCError> {
+        match answer {
+            Some(Ok(b)) => decode(what, &b).map_err(|e| self.rpc_error(action, self.protocol(e))),
+            Some(Err(b)) => Err(RPCError::Unreachable(self.remote_fatal(&b))),
+            None => Err(self.rpc_error(action, self.missing(missing))),
         }
     }
 
@@ -647,12 +665,11 @@ impl PeerClient {
             r => r.map_err(|e| self.rpc_error(RPCTypes::Vote, e))?,
         };
         use pb::vote_response::Result as R;
-        match resp.result {
-            Some(R::VoteResponse(b)) => decode("vote response", &b)
-                .map_err(|e| self.rpc_error(RPCTypes::Vote, self.protocol(e))),
-            Some(R::RaftError(b)) => Err(RPCError::Unreachable(self.remote_fatal(&b))),
-            None => Err(self.rpc_error(RPCTypes::Vote, self.missing("vote result"))),
-        }
+        let answer = resp.result.map(|r| match r {
+            R::VoteResponse(b) => Ok(b),
+            R::RaftError(b) => Err(b),
+        });
+        self.raft_answer(RPCTypes::Vote, "vote response", "vote result", answer)
     }
 
     /// Forward a write to this peer, which should be the leader.
@@ -820,15 +837,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 Ok(c) => c.clone(),
                 Err(e) => return Err(self.rpc_error(RPCTypes::AppendEntries, e.clone())),
             };
-            let me = PeerClient {
-                target: self.target,
-                addr: self.addr.clone(),
-                local_id: self.local_id,
-                config: self.config.clone(),
-                channel: Ok(channel.clone()),
-                version: self.version,
-                pipelined: true,
-            };
+            let me = self.clone();
             let version = self.version;
             // Requests sent and not yet answered: when each was sent and its encoded size.
             let unanswered: Arc<Mutex<std::collections::VecDeque<(Instant, usize)>>> =
@@ -960,15 +969,16 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .await
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
         use pb::append_entries_response::Result as R;
-        match resp.result {
-            Some(R::AppendEntriesResponse(b)) => decode("append entries response", &b)
-                .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, self.protocol(e))),
-            Some(R::RaftError(b)) => Err(RPCError::Unreachable(self.remote_fatal(&b))),
-            None => Err(self.rpc_error(
-                RPCTypes::AppendEntries,
-                self.missing("append entries result"),
-            )),
-        }
+        let answer = resp.result.map(|r| match r {
+            R::AppendEntriesResponse(b) => Ok(b),
+            R::RaftError(b) => Err(b),
+        });
+        self.raft_answer(
+            RPCTypes::AppendEntries,
+            "append entries response",
+            "append entries result",
+            answer,
+        )
     }
 
     async fn vote(
@@ -1100,14 +1110,15 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             .await
             .map_err(|e| self.rpc_error(RPCTypes::TransferLeader, e))?;
         use pb::transfer_leader_response::Result as R;
-        match resp.result {
-            Some(R::TransferLeaderResponse(b)) => decode("transfer leader response", &b)
-                .map_err(|e| self.rpc_error(RPCTypes::TransferLeader, self.protocol(e))),
-            Some(R::RaftError(b)) => Err(RPCError::Unreachable(self.remote_fatal(&b))),
-            None => Err(self.rpc_error(
-                RPCTypes::TransferLeader,
-                self.missing("transfer leader result"),
-            )),
-        }
+        let answer = resp.result.map(|r| match r {
+            R::TransferLeaderResponse(b) => Ok(b),
+            R::RaftError(b) => Err(b),
+        });
+        self.raft_answer(
+            RPCTypes::TransferLeader,
+            "transfer leader response",
+            "transfer leader result",
+            answer,
+        )
     }
 }

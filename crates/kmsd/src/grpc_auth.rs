@@ -7,18 +7,9 @@ use kms_api::raft::v1::raft_peer_server::RaftPeerServer;
 use kms_cluster::grpc::RaftPeerService;
 use tonic::service::interceptor::InterceptedService;
 
-type PeerInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
+use crate::admin::AdminSecurity;
 
-/// How the gRPC port treats peers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PeerAccess {
-    /// Mutual TLS: callers need a `node` certificate.
-    Tls,
-    /// `--insecure`: clear text, anyone may speak Raft.
-    Insecure,
-    /// Neither: a single node that refuses peers.
-    SingleNode,
-}
+type PeerInterceptor = fn(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status>;
 
 fn require_node(req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
     let role = kms_tls::request_role(&req)?;
@@ -38,15 +29,16 @@ fn refuse_peers(_: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Stat
     ))
 }
 
-/// The RaftPeer service, guarded as `access` says.
+/// The RaftPeer service, guarded as the gRPC port's `security` says: `node` certificates with
+/// mutual TLS, anyone with `--insecure`, no one on the clear-text single-node default.
 pub fn peer_service(
     peer: RaftPeerService,
-    access: PeerAccess,
+    security: AdminSecurity,
 ) -> InterceptedService<RaftPeerServer<RaftPeerService>, PeerInterceptor> {
-    let check: PeerInterceptor = match access {
-        PeerAccess::Tls => require_node,
-        PeerAccess::Insecure => allow_all,
-        PeerAccess::SingleNode => refuse_peers,
+    let check: PeerInterceptor = match security {
+        AdminSecurity::MutualTls => require_node,
+        AdminSecurity::Insecure => allow_all,
+        AdminSecurity::LocalOnly => refuse_peers,
     };
     InterceptedService::new(peer.into_server(), check)
 }

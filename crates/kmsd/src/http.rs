@@ -186,9 +186,8 @@ td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
     Html(html)
 }
 
-/// Copy a node status into the gauges. Called by the once-a-second refresher and by every
-/// `/metrics` scrape, so a scrape right after a change (an activation, a degraded journal entry)
-/// already shows it.
+/// Copy a node status into the gauges. Called by every `/metrics` scrape, so a scrape right
+/// after a change (an activation, a degraded journal entry) already shows it.
 fn update_gauges(metrics: &Metrics, st: &kms_cluster::NodeStatus) {
     metrics.raft_replication_lag.reset();
     for (peer, lag) in &st.replication_lag {
@@ -285,8 +284,9 @@ fn log_seat_warnings(
 /// Event id of seat-limit warnings (logged by every node that sees the usage cross 90 %).
 pub const EVENT_SEAT_LIMIT_NEAR: u32 = 40030;
 
-/// Copy node status into gauges once a second until `shutdown`.
-pub async fn refresh_metrics(
+/// Once a second until `shutdown`: log (and count) Raft leader changes, and seat limits that
+/// cross 90 %. The gauges themselves are filled at scrape time ([`update_gauges`]).
+pub async fn watch_cluster_events(
     node: Arc<kms_cluster::Node>,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()> + Send,
@@ -312,7 +312,6 @@ pub async fn refresh_metrics(
                 }
                 last_leader = st.leader_id;
             }
-            update_gauges(&metrics, &st);
         }
     };
     tokio::select! {

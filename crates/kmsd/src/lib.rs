@@ -315,23 +315,17 @@ pub async fn run_with(
     let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info())
         .with_closing(stop_rx.clone());
     let events = events::EventHub::new(settings.node_id);
-    let (security, peer_access) = if tls.is_some() {
-        (admin::AdminSecurity::MutualTls, grpc_auth::PeerAccess::Tls)
+    let security = if tls.is_some() {
+        admin::AdminSecurity::MutualTls
     } else if settings.insecure {
-        (
-            admin::AdminSecurity::Insecure,
-            grpc_auth::PeerAccess::Insecure,
-        )
+        admin::AdminSecurity::Insecure
     } else {
-        (
-            admin::AdminSecurity::LocalOnly,
-            grpc_auth::PeerAccess::SingleNode,
-        )
+        admin::AdminSecurity::LocalOnly
     };
     // True while the KMS listener serves (/readyz, admin Health).
     let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let router = kms_cluster::grpc::server(server_tls)?
-        .add_service(grpc_auth::peer_service(peer, peer_access))
+        .add_service(grpc_auth::peer_service(peer, security))
         .add_service(admin::admin_service(
             node.clone(),
             events.clone(),
@@ -362,7 +356,7 @@ pub async fn run_with(
         },
         wait_stop(stop_rx.clone()),
     ));
-    let metrics_task = tokio::spawn(http::refresh_metrics(
+    let metrics_task = tokio::spawn(http::watch_cluster_events(
         node.clone(),
         metrics.clone(),
         wait_stop(stop_rx.clone()),

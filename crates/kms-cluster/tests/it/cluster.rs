@@ -323,6 +323,34 @@ async fn unreachable_peers_map_to_openraft_errors() {
     }
 }
 
+/// A heartbeat of a leader (node 2, term 1): an empty follower accepts it.
+fn heartbeat() -> kms_store::types::AppendEntriesRequest {
+    kms_store::types::AppendEntriesRequest {
+        vote: Vote::new_committed(1, 2),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
+    }
+}
+
+/// `n` heartbeats through the openraft network client's `stream_append`: `n` answers, each
+/// matching at no log id.
+async fn all_heartbeats_accepted(client: &mut kms_cluster::PeerClient, n: usize) {
+    use futures::StreamExt as _;
+    let input = futures::stream::iter((0..n).map(|_| heartbeat()).collect::<Vec<_>>());
+    let results: Vec<_> = client
+        .stream_append(input, RPCOption::new(Duration::from_secs(1)))
+        .await
+        .expect("stream opened")
+        .collect()
+        .await;
+    assert_eq!(results.len(), n);
+    assert!(
+        results.iter().all(|r| matches!(r, Ok(Ok(None)))),
+        "{results:?}"
+    );
+}
+
 /// Pipelined AppendEntries (`StreamAppend`): answers come back one per request, in order, both
 /// through the raw RPC and through the openraft network client; the first request's version
 /// is checked before the stream opens, and a later request in another version ends it with
@@ -331,16 +359,9 @@ async fn unreachable_peers_map_to_openraft_errors() {
 async fn stream_append_answers_in_order_and_checks_versions() {
     use futures::StreamExt as _;
     use kms_api::raft::v1 as pb;
-    use kms_store::types::{AppendEntriesRequest, StreamAppendResult};
+    use kms_store::types::StreamAppendResult;
 
     let node = TestNode::start(1).await;
-    // A leader (node 2, term 1) sending heartbeats: an empty follower accepts them.
-    let heartbeat = || AppendEntriesRequest {
-        vote: Vote::new_committed(1, 2),
-        prev_log_id: None,
-        entries: vec![],
-        leader_commit: None,
-    };
     let message = move |version| pb::AppendEntriesRequest {
         version,
         append_entries_request: kms_cluster::grpc::wire::encode("request", &heartbeat())
@@ -398,18 +419,7 @@ async fn stream_append_answers_in_order_and_checks_versions() {
     // The openraft network client pipelines through the same call.
     let mut factory = node.network.clone();
     let mut client = factory.new_client(1, &node.info).await;
-    let input = futures::stream::iter((0..5).map(|_| heartbeat()).collect::<Vec<_>>());
-    let results: Vec<_> = client
-        .stream_append(input, RPCOption::new(Duration::from_secs(1)))
-        .await
-        .expect("stream opened")
-        .collect()
-        .await;
-    assert_eq!(results.len(), 5);
-    assert!(
-        results.iter().all(|r| matches!(r, Ok(Ok(None)))),
-        "{results:?}"
-    );
+    all_heartbeats_accepted(&mut client, 5).await;
     node.stop().await;
 }
 
@@ -417,35 +427,18 @@ async fn stream_append_answers_in_order_and_checks_versions() {
 /// peer's UNIMPLEMENTED, and every later one is sent as unary AppendEntries, which succeed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_stream_append_gets_unary_appends() {
-    use futures::StreamExt as _;
-    use kms_store::types::AppendEntriesRequest;
-
     let node = TestNode::start_without_stream_append(1).await;
-    let heartbeat = || AppendEntriesRequest {
-        vote: Vote::new_committed(1, 2),
-        prev_log_id: None,
-        entries: vec![],
-        leader_commit: None,
-    };
     let mut factory = node.network.clone();
     let mut client = factory.new_client(1, &node.info).await;
-    let option = || RPCOption::new(Duration::from_secs(1));
     let input = futures::stream::iter(vec![heartbeat()]);
-    match client.stream_append(input, option()).await {
+    match client
+        .stream_append(input, RPCOption::new(Duration::from_secs(1)))
+        .await
+    {
         Err(e) => assert!(e.to_string().contains("StreamAppend"), "{e}"),
         Ok(_) => panic!("the peer does not serve StreamAppend"),
     }
-    let input = futures::stream::iter((0..3).map(|_| heartbeat()).collect::<Vec<_>>());
-    let results: Vec<_> = client
-        .stream_append(input, option())
-        .await
-        .expect("unary fallback")
-        .collect()
-        .await;
-    assert_eq!(results.len(), 3);
-    assert!(
-        results.iter().all(|r| matches!(r, Ok(Ok(None)))),
-        "{results:?}"
-    );
+    // Unary from now on.
+    all_heartbeats_accepted(&mut client, 3).await;
     node.stop().await;
 }
