@@ -115,6 +115,33 @@ fn named(p: &kmsctl::catalog::ProductSelection, name: &str) -> kmsctl::client::C
     who
 }
 
+/// An IPv4 client of the dual-stack `[::]` listener is recorded and logged with its IPv4
+/// address, not as `::ffff:a.b.c.d`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv4_clients_of_a_dual_stack_listener_are_recorded_as_ipv4() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Kmsd::start(dir.path(), &["--kms-listen", "[::]:0"]);
+    let Some(wildcard) = node.kms.iter().find(|a| a.is_ipv6()) else {
+        // The host has no IPv6: kmsd fell back to 0.0.0.0, nothing is mapped.
+        return;
+    };
+    let via_v4: SocketAddr = ([127, 0, 0, 1], wildcard.port()).into();
+    let win = windows_client();
+    let who = named(&win, "DUAL-STACK-PC");
+    activate(via_v4, &win, &who).await;
+    let shown = ctl_ok(&grpc(&node), &["clients", "show", &who.cmid.to_string()]).await;
+    let source = shown["records"][0]["last_source"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(source.starts_with("127.0.0.1:"), "{shown}");
+    let logged = node
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("DUAL-STACK-PC"))
+        .expect("the activation log line");
+    assert!(logged.contains("\"source\":\"127.0.0.1:"), "{logged}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_inventory_forget_and_config_on_one_node() {
     let dir = tempfile::tempdir().unwrap();

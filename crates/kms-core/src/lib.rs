@@ -23,6 +23,7 @@ pub mod config;
 pub mod identity;
 pub mod policy;
 pub mod pool;
+mod record;
 pub mod state;
 pub mod time;
 pub mod view;

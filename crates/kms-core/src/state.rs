@@ -68,6 +68,7 @@ use crate::config::{ConfigError, CountReport, ReplicatedConfig};
 use crate::identity::{HostIdentity, IdentityError};
 use crate::pool::PerPool;
 pub use crate::pool::Pool;
+use crate::record::Stored;
 use crate::time::sub_secs;
 use crate::{ClientMachineId, KmsCountedId, SkuId};
 use kms_wire::filetime::TICKS_PER_SECOND;
@@ -178,7 +179,8 @@ pub struct ClientRecord {
     pub last_node: u64,
     /// Source address of the newest request.
     pub last_source: String,
-    /// Number of recorded requests (deduplicated by request id, see the module doc).
+    /// Number of recorded requests (deduplicated by request id, see the module doc). The
+    /// state keeps it in 32 bits: it saturates at `u32::MAX`.
     pub request_count: u64,
     /// The same CMID was seen from different workstation names (a cloned, not generalized
     /// image).
@@ -334,7 +336,9 @@ pub enum Outcome {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(from = "StateRepr")]
 pub struct State {
-    pools: PerPool<BTreeMap<ClientMachineId, ClientRecord>>,
+    /// Client records per pool, in their compact form (see `record.rs`), which serializes
+    /// exactly as [`ClientRecord`].
+    pools: PerPool<BTreeMap<ClientMachineId, Stored>>,
     config: ReplicatedConfig,
     identity: Option<HostIdentity>,
     /// The node directory: how each node is reached and published in DNS.
@@ -378,7 +382,7 @@ impl From<StateRepr> for State {
 /// one by one in key order (what deserializing straight into a `BTreeMap` does) leaves every
 /// node about half full: with a million clients that is ~150 MB more memory after a restart
 /// (docs/performance.md).
-struct BulkMap(BTreeMap<ClientMachineId, ClientRecord>);
+struct BulkMap(BTreeMap<ClientMachineId, Stored>);
 
 impl<'de> Deserialize<'de> for BulkMap {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<BulkMap, D::Error> {
@@ -394,7 +398,7 @@ impl<'de> Deserialize<'de> for BulkMap {
             ) -> Result<BulkMap, A::Error> {
                 // The length comes from the data: trust it only up to a bound, grow past it.
                 let mut v = Vec::with_capacity(map.size_hint().unwrap_or(0).min(1 << 20));
-                while let Some(entry) = map.next_entry::<ClientMachineId, ClientRecord>()? {
+                while let Some(entry) = map.next_entry::<ClientMachineId, Stored>()? {
                     v.push(entry);
                 }
                 // Sorted already (it was written from a BTreeMap); from_iter sorts stably and
@@ -464,7 +468,7 @@ struct Tally {
 }
 
 impl Tally {
-    fn build<'a>(records: impl Iterator<Item = &'a ClientRecord>, cutoff: FileTime) -> Tally {
+    fn build<'a>(records: impl Iterator<Item = &'a Stored>, cutoff: FileTime) -> Tally {
         let mut t = Tally {
             cutoff,
             live: 0,
@@ -478,25 +482,25 @@ impl Tally {
         t
     }
 
-    fn is_live(&self, r: &ClientRecord) -> bool {
-        r.last_seen >= self.cutoff
+    fn is_live(&self, r: &Stored) -> bool {
+        r.last_seen() >= self.cutoff
     }
 
-    fn add(&mut self, r: &ClientRecord) {
+    fn add(&mut self, r: &Stored) {
         if self.is_live(r) {
             self.live += 1;
-            self.duplicates += u64::from(r.duplicate);
-            *self.required.entry(r.required_count).or_default() += 1;
-            *self.groups.entry(r.kms_counted_id).or_default() += 1;
+            self.duplicates += u64::from(r.duplicate());
+            *self.required.entry(r.required_count()).or_default() += 1;
+            *self.groups.entry(r.kms_counted_id()).or_default() += 1;
         }
     }
 
-    fn remove(&mut self, r: &ClientRecord) {
+    fn remove(&mut self, r: &Stored) {
         if self.is_live(r) {
             self.live = self.live.saturating_sub(1);
-            self.duplicates = self.duplicates.saturating_sub(u64::from(r.duplicate));
-            decrement(&mut self.required, r.required_count);
-            decrement(&mut self.groups, r.kms_counted_id);
+            self.duplicates = self.duplicates.saturating_sub(u64::from(r.duplicate()));
+            decrement(&mut self.required, r.required_count());
+            decrement(&mut self.groups, r.kms_counted_id());
         }
     }
 
@@ -505,7 +509,7 @@ impl Tally {
     fn move_cutoff(
         &mut self,
         cutoff: FileTime,
-        records: &BTreeMap<ClientMachineId, ClientRecord>,
+        records: &BTreeMap<ClientMachineId, Stored>,
         index: &BTreeSet<(FileTime, ClientMachineId)>,
     ) {
         let old = self.cutoff;
@@ -574,15 +578,25 @@ fn decrement<K: Ord>(m: &mut BTreeMap<K, u64>, k: K) {
 
 /// At most [`MAX_TEXT_CHARS`] characters of `s`.
 fn bounded(s: &str) -> String {
-    s.chars().take(MAX_TEXT_CHARS).collect()
+    bounded_str(s).to_string()
+}
+
+/// The prefix of `s` of at most [`MAX_TEXT_CHARS`] characters.
+fn bounded_str(s: &str) -> &str {
+    match s.char_indices().nth(MAX_TEXT_CHARS) {
+        Some((end, _)) => &s[..end],
+        None => s,
+    }
 }
 
 /// Whether two workstation names denote the same machine: equal first DNS label, ASCII
 /// case-insensitive (`PC1` = `pc1.corp.example`). Empty names are never compared by the state
 /// machine (a client without a name is not evidence of a clone).
 pub fn same_workstation(a: &str, b: &str) -> bool {
-    let label = |s: &str| s.trim().split('.').next().unwrap_or("").to_string();
-    label(a).eq_ignore_ascii_case(&label(b))
+    fn label(s: &str) -> &str {
+        s.trim().split('.').next().unwrap_or("")
+    }
+    label(a).eq_ignore_ascii_case(label(b))
 }
 
 /// Filter and paging for [`State::clients`].
@@ -607,21 +621,21 @@ pub struct ClientFilter {
 }
 
 /// One client in a listing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ClientEntry<'a> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientEntry {
     /// Its pool.
     pub pool: Pool,
     /// Its CMID.
     pub client_machine_id: ClientMachineId,
     /// Its record.
-    pub record: &'a ClientRecord,
+    pub record: ClientRecord,
 }
 
 /// A page of [`State::clients`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClientPage<'a> {
+pub struct ClientPage {
     /// Matching clients, ordered by pool then CMID.
-    pub clients: Vec<ClientEntry<'a>>,
+    pub clients: Vec<ClientEntry>,
     /// Position to pass as `after` for the next page; `None` when this was the last page.
     pub next: Option<(Pool, ClientMachineId)>,
 }
@@ -685,12 +699,12 @@ impl State {
                     self.derived
                         .index
                         .get_mut(*pool)
-                        .remove(&(r.last_seen, *cmid));
+                        .remove(&(r.last_seen(), *cmid));
                     if let Some(t) = self.derived.tallies.get_mut(*pool).as_mut() {
                         t.remove(r);
                     }
                 }
-                Outcome::Forgotten(removed.map(Box::new))
+                Outcome::Forgotten(removed.map(|r| Box::new(r.to_record())))
             }
             Command::SetConfig(c) => match c.validate() {
                 Ok(()) => {
@@ -767,7 +781,7 @@ impl State {
                 continue;
             }
             let live_in_group = existing
-                .is_some_and(|r| tally.is_live(r) && r.kms_counted_id == req.kms_counted_id);
+                .is_some_and(|r| tally.is_live(r) && r.kms_counted_id() == req.kms_counted_id);
             if !live_in_group
                 && let Some(limit) = self.config.seat_limits.group(&req.kms_counted_id)
                 && tally.group(&req.kms_counted_id) >= u64::from(limit)
@@ -787,16 +801,16 @@ impl State {
             let record = match map.get_mut(&req.client_machine_id) {
                 Some(r) => {
                     tally.remove(r);
-                    index.remove(&(r.last_seen, req.client_machine_id));
+                    index.remove(&(r.last_seen(), req.client_machine_id));
                     update_record(r, seen, node, req);
-                    index.insert((r.last_seen, req.client_machine_id));
+                    index.insert((r.last_seen(), req.client_machine_id));
                     &*r
                 }
                 None => {
                     let r = map
                         .entry(req.client_machine_id)
                         .or_insert_with(|| new_record(seen, node, req));
-                    index.insert((r.last_seen, req.client_machine_id));
+                    index.insert((r.last_seen(), req.client_machine_id));
                     &*r
                 }
             };
@@ -821,9 +835,11 @@ impl State {
                     if let Some(t) = tally.as_deref_mut() {
                         t.remove(r);
                     }
-                    index.remove(&(r.last_seen, *cmid));
-                    merge_imported(r, &imported);
-                    index.insert((r.last_seen, *cmid));
+                    index.remove(&(r.last_seen(), *cmid));
+                    let mut record = r.to_record();
+                    merge_imported(&mut record, &imported);
+                    *r = Stored::from_record(record);
+                    index.insert((r.last_seen(), *cmid));
                     if let Some(t) = tally.as_deref_mut() {
                         t.add(r);
                     }
@@ -831,6 +847,7 @@ impl State {
                 }
                 None => {
                     index.insert((imported.last_seen, *cmid));
+                    let imported = Stored::from_record(imported);
                     if let Some(t) = tally.as_deref_mut() {
                         t.add(&imported);
                     }
@@ -846,10 +863,18 @@ impl State {
     /// exports and [`Command::ImportClients`] brings back.
     pub fn export_clients(
         &self,
-    ) -> impl Iterator<Item = (Pool, &ClientMachineId, &ClientRecord)> + '_ {
-        Pool::ALL
-            .into_iter()
-            .flat_map(move |p| self.pools.get(p).iter().map(move |(c, r)| (p, c, r)))
+    ) -> impl Iterator<Item = (Pool, ClientMachineId, ClientRecord)> + '_ {
+        Pool::ALL.into_iter().flat_map(move |p| {
+            self.pools
+                .get(p)
+                .iter()
+                .map(move |(c, r)| (p, *c, r.to_record()))
+        })
+    }
+
+    /// When `cmid` was last seen in `pool`, if it is stored.
+    pub fn last_seen(&self, pool: Pool, cmid: &ClientMachineId) -> Option<FileTime> {
+        self.pools.get(pool).get(cmid).map(Stored::last_seen)
     }
 
     /// The replicated configuration.
@@ -879,6 +904,18 @@ impl State {
             .count(pool, self.config.count_report)
     }
 
+    /// Live clients of `pool` at `now` whose N is above the reported count: they are not
+    /// activated by the answer they get and keep retrying.
+    pub fn waiting_clients(&self, pool: Pool, now: FileTime) -> u64 {
+        let cutoff = sub_secs(now, self.config.count_window_secs);
+        let t = self.tally_at(pool, cutoff);
+        let reported = t.count(pool, self.config.count_report).reported;
+        t.required
+            .range((Bound::Excluded(reported), Bound::Unbounded))
+            .map(|(_, n)| n)
+            .sum()
+    }
+
     /// The tally of `pool` at `cutoff`: the cached one adjusted by the records between the two
     /// cutoffs, or a full scan when nothing is cached yet.
     fn tally_at(&self, pool: Pool, cutoff: FileTime) -> Tally {
@@ -893,6 +930,20 @@ impl State {
         }
     }
 
+    /// Rebuild the client maps and the derived index with full nodes: the same contents in
+    /// less memory. Decoding a snapshot builds them full; inserts into full nodes split them,
+    /// so a restart's log replay (or any burst of new clients) leaves many nodes half empty —
+    /// about 1 KB more per insert until the nodes fill up again. The store calls this after
+    /// the replay; it takes one pass over the records (~0.1 s per million).
+    pub fn compact(&mut self) {
+        for pool in Pool::ALL {
+            let map = std::mem::take(self.pools.get_mut(pool));
+            *self.pools.get_mut(pool) = map.into_iter().collect();
+            let index = std::mem::take(self.derived.index.get_mut(pool));
+            *self.derived.index.get_mut(pool) = index.into_iter().collect();
+        }
+    }
+
     /// Rebuild the derived indexes from the records (after deserializing).
     fn rebuild_derived(&mut self) {
         for pool in Pool::ALL {
@@ -900,7 +951,7 @@ impl State {
                 .pools
                 .get(pool)
                 .iter()
-                .map(|(cmid, r)| (r.last_seen, *cmid))
+                .map(|(cmid, r)| (r.last_seen(), *cmid))
                 .collect();
             // Start the tally at the newest record's cutoff; reads and batches move it.
             let cutoff = index
@@ -936,26 +987,27 @@ impl State {
             None => true,
             Some(r) => {
                 self.is_stale(r, now)
-                    || r.kms_counted_id != *kms_counted_id
-                    || (!r.workstation.is_empty()
+                    || r.kms_counted_id() != *kms_counted_id
+                    || (!r.workstation().is_empty()
                         && !workstation.is_empty()
-                        && !same_workstation(&r.workstation, workstation))
+                        && !same_workstation(r.workstation(), workstation))
             }
         }
     }
 
     /// Whether `r` was last written at least `renew_write_after` before `now`.
-    fn is_stale(&self, r: &ClientRecord, now: FileTime) -> bool {
-        now.0.saturating_sub(r.last_seen.0) / TICKS_PER_SECOND >= self.config.renew_write_after_secs
+    fn is_stale(&self, r: &Stored, now: FileTime) -> bool {
+        now.0.saturating_sub(r.last_seen().0) / TICKS_PER_SECOND
+            >= self.config.renew_write_after_secs
     }
 
     /// The record of `cmid` in `pool`.
-    pub fn client(&self, pool: Pool, cmid: &ClientMachineId) -> Option<&ClientRecord> {
-        self.pools.get(pool).get(cmid)
+    pub fn client(&self, pool: Pool, cmid: &ClientMachineId) -> Option<ClientRecord> {
+        self.pools.get(pool).get(cmid).map(Stored::to_record)
     }
 
     /// Every pool's record of `cmid` (a CMID may run Windows and Office).
-    pub fn find_client(&self, cmid: &ClientMachineId) -> Vec<(Pool, &ClientRecord)> {
+    pub fn find_client(&self, cmid: &ClientMachineId) -> Vec<(Pool, ClientRecord)> {
         Pool::ALL
             .into_iter()
             .filter_map(|p| self.client(p, cmid).map(|r| (p, r)))
@@ -968,7 +1020,7 @@ impl State {
     }
 
     /// A page of clients matching `filter`, ordered by pool then CMID.
-    pub fn clients(&self, filter: &ClientFilter) -> ClientPage<'_> {
+    pub fn clients(&self, filter: &ClientFilter) -> ClientPage {
         let limit = match filter.limit {
             0 => 100,
             n => n.min(10_000),
@@ -977,16 +1029,16 @@ impl State {
             .workstation_contains
             .as_ref()
             .map(|s| s.to_ascii_lowercase());
-        let matches = |r: &ClientRecord| {
+        let matches = |r: &Stored| {
             filter
                 .kms_counted_id
-                .is_none_or(|id| r.kms_counted_id == id)
-                && filter.seen_since.is_none_or(|t| r.last_seen >= t)
-                && filter.seen_before.is_none_or(|t| r.last_seen < t)
-                && (!filter.duplicates_only || r.duplicate)
+                .is_none_or(|id| r.kms_counted_id() == id)
+                && filter.seen_since.is_none_or(|t| r.last_seen() >= t)
+                && filter.seen_before.is_none_or(|t| r.last_seen() < t)
+                && (!filter.duplicates_only || r.duplicate())
                 && needle
                     .as_ref()
-                    .is_none_or(|n| r.workstation.to_ascii_lowercase().contains(n.as_str()))
+                    .is_none_or(|n| r.workstation().to_ascii_lowercase().contains(n.as_str()))
         };
         let mut clients = Vec::new();
         for pool in Pool::ALL {
@@ -1005,13 +1057,13 @@ impl State {
                 if clients.len() == limit {
                     let next = clients
                         .last()
-                        .map(|e: &ClientEntry<'_>| (e.pool, e.client_machine_id));
+                        .map(|e: &ClientEntry| (e.pool, e.client_machine_id));
                     return ClientPage { clients, next };
                 }
                 clients.push(ClientEntry {
                     pool,
                     client_machine_id: *cmid,
-                    record: r,
+                    record: r.to_record(),
                 });
             }
         }
@@ -1058,8 +1110,8 @@ impl State {
     }
 }
 
-fn new_record(at: FileTime, node: u64, req: &RecordRequest) -> ClientRecord {
-    ClientRecord {
+fn new_record(at: FileTime, node: u64, req: &RecordRequest) -> Stored {
+    Stored::from_record(ClientRecord {
         first_seen: at,
         last_seen: at,
         kms_counted_id: req.kms_counted_id,
@@ -1076,43 +1128,46 @@ fn new_record(at: FileTime, node: u64, req: &RecordRequest) -> ClientRecord {
         duplicate: false,
         duplicate_workstation: None,
         recent_request_ids: vec![req.request_id],
-    }
+    })
 }
 
-fn update_record(r: &mut ClientRecord, at: FileTime, node: u64, req: &RecordRequest) {
-    let workstation = bounded(&req.workstation);
-    if !r.workstation.is_empty()
+fn update_record(r: &mut Stored, at: FileTime, node: u64, req: &RecordRequest) {
+    let workstation = bounded_str(&req.workstation);
+    if !r.workstation().is_empty()
         && !workstation.is_empty()
-        && !same_workstation(&r.workstation, &workstation)
+        && !same_workstation(r.workstation(), workstation)
     {
-        r.duplicate = true;
         // Keep the name that is *not* the current one after this update.
-        r.duplicate_workstation = Some(if at >= r.last_seen {
-            r.workstation.clone()
+        let other = if at >= r.last_seen() {
+            Box::from(r.workstation())
         } else {
-            workstation.clone()
-        });
+            Box::from(workstation)
+        };
+        r.flag_duplicate(other);
     }
-    if !r.recent_request_ids.contains(&req.request_id) {
-        r.request_count = r.request_count.saturating_add(1);
-        r.recent_request_ids.push(req.request_id);
-        if r.recent_request_ids.len() > RECENT_REQUEST_IDS {
-            r.recent_request_ids.remove(0);
+    if !r.holds_request_id(req.request_id) {
+        r.count_request();
+        r.push_request_id(req.request_id);
+    }
+    let first_seen = r.first_seen().min(at);
+    if at >= r.last_seen() {
+        r.set_seen(first_seen, at);
+        r.set_kms_counted_id(req.kms_counted_id);
+        r.set_sku_id(req.sku_id);
+        r.set_previous_client_machine_id(req.previous_client_machine_id);
+        if r.workstation() != workstation {
+            r.set_workstation(Box::from(workstation));
         }
-    }
-    r.first_seen = r.first_seen.min(at);
-    if at >= r.last_seen {
-        r.last_seen = at;
-        r.kms_counted_id = req.kms_counted_id;
-        r.sku_id = req.sku_id;
-        r.previous_client_machine_id = req.previous_client_machine_id;
-        r.workstation = workstation;
-        r.license_status = req.license_status;
-        r.is_vm = req.is_vm;
-        r.required_count = req.required_count;
-        r.protocol_version = req.protocol_version;
-        r.last_node = node;
-        r.last_source = bounded(&req.source);
+        r.set_description(
+            req.license_status,
+            req.is_vm,
+            req.required_count,
+            req.protocol_version,
+            node,
+        );
+        r.set_source(bounded_str(&req.source));
+    } else {
+        r.set_seen(first_seen, r.last_seen());
     }
 }
 
@@ -1222,7 +1277,7 @@ mod import_tests {
     fn export(s: &State, pool: Pool) -> Vec<(ClientMachineId, ClientRecord)> {
         s.export_clients()
             .filter(|(p, _, _)| *p == pool)
-            .map(|(_, c, r)| (*c, r.clone()))
+            .map(|(_, c, r)| (c, r))
             .collect()
     }
 

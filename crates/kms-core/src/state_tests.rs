@@ -707,3 +707,39 @@ mod incremental_tally {
         }
     }
 }
+
+#[test]
+fn compacting_keeps_records_counts_and_behaviour() {
+    let mut s = State::default();
+    // Inserted out of key order, over time, with some expiring from the window.
+    for round in 0..5u32 {
+        let at = add_secs(t0(), u64::from(round) * 10 * SECS_PER_DAY);
+        let batch = (0..200).map(|i| win_client(i * 7 % 1000 + round)).collect();
+        record(&mut s, at, batch);
+        record(&mut s, at, vec![office(round)]);
+    }
+    let now = add_secs(t0(), 45 * SECS_PER_DAY);
+    let before = s.clone();
+    s.compact();
+    assert_eq!(s, before);
+    for pool in Pool::ALL {
+        assert_eq!(s.pool_count(pool, now), before.pool_count(pool, now));
+        assert_eq!(
+            s.waiting_clients(pool, now),
+            before.waiting_clients(pool, now)
+        );
+    }
+    // The compacted state goes on like the original.
+    let (mut a, mut b) = (s, before);
+    for st in [&mut a, &mut b] {
+        record(st, now, (990..1010).map(win_client).collect());
+        st.apply(&Command::Prune {
+            before: add_secs(t0(), 15 * SECS_PER_DAY),
+        });
+    }
+    assert_eq!(a, b);
+    assert_eq!(
+        a.pool_count(Pool::Windows, now),
+        b.pool_count(Pool::Windows, now)
+    );
+}

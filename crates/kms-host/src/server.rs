@@ -87,6 +87,8 @@ async fn accept_loop<L: Ledger, O: HostObserver>(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
+    // Every accepted socket has the listener's port (asked once, not per connection).
+    let listen_port = listener.local_addr().map(|a| a.port()).unwrap_or(1688);
     loop {
         tokio::select! {
             biased;
@@ -101,7 +103,7 @@ async fn accept_loop<L: Ledger, O: HostObserver>(
                         continue;
                     }
                 };
-                if let Some(task) = admit(&shared, stream, peer, stop.clone()) {
+                if let Some(task) = admit(&shared, stream, peer, listen_port, stop.clone()) {
                     conns.spawn(task);
                 }
             }
@@ -117,6 +119,7 @@ fn admit<L: Ledger, O: HostObserver>(
     shared: &Arc<Shared<L, O>>,
     stream: TcpStream,
     peer: SocketAddr,
+    listen_port: u16,
     stop: watch::Receiver<bool>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
     let ip = peer.ip().to_canonical();
@@ -140,7 +143,7 @@ fn admit<L: Ledger, O: HostObserver>(
     let shared = shared.clone();
     Some(async move {
         shared.observer.connection_opened();
-        let reason = connection(&shared, stream, peer, stop).await;
+        let reason = connection(&shared, stream, peer, listen_port, stop).await;
         if let Some(r) = reason {
             shared.observer.protocol_error(r);
         }
@@ -161,10 +164,10 @@ async fn connection<L: Ledger, O: HostObserver>(
     shared: &Shared<L, O>,
     mut stream: TcpStream,
     peer: SocketAddr,
+    listen_port: u16,
     mut stop: watch::Receiver<bool>,
 ) -> Option<&'static str> {
     let s = &shared.settings;
-    let listen_port = stream.local_addr().map(|a| a.port()).unwrap_or(1688);
     let mut assoc = Association::new(
         rpc::HostConfig {
             listen_port,
@@ -246,6 +249,9 @@ async fn activate<L: Ledger, O: HostObserver>(
     peer: SocketAddr,
 ) -> Vec<u8> {
     let started = Instant::now();
+    // An IPv4 client of a dual-stack listener arrives as an IPv4-mapped IPv6 address; it is
+    // logged and recorded as the IPv4 address it is.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let syntax = match call.syntax() {
         rpc::Syntax::Ndr32 => "ndr32",
         rpc::Syntax::Ndr64 => "ndr64",

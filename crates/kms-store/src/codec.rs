@@ -25,8 +25,12 @@ pub const MAGIC: [u8; 8] = *b"KMSDSTOR";
 /// The newest store format this build reads and writes.
 ///
 /// History:
-/// * 1 — trees `meta`, `log`, `sm`, `snapshot`, `journal`; values in [`VALUE_V1`].
-pub const FORMAT_VERSION: u32 = 1;
+/// * 1 — trees `meta`, `log`, `sm`, `snapshot`, `journal`; values in [`VALUE_V1`]; the
+///   snapshot data in 4 MiB `chunk/<n>` values of the `snapshot` tree.
+/// * 2 — the snapshot data in a file of the `checkpoints` directory, named by the manifest,
+///   which also holds its length and CRC-32 (sled kept every chunk it read or wrote in memory:
+///   ≈ 100 MB more per node at a million clients). A format-1 store is migrated on open.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Key of the format header in the `meta` tree.
 pub const HEADER_KEY: &[u8] = b"format";
@@ -64,6 +68,64 @@ pub fn decode<T: DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T
         .with_limit(payload.len() as u64)
         .deserialize(payload)
         .map_err(|e| StoreError::corrupt(what, e))
+}
+
+/// Decode a value written by [`encode`] from `reader`, which yields exactly `len` bytes: the
+/// large-value form of [`decode`] (the snapshot at start-up), which never holds the whole
+/// encoding in memory. The whole input must be consumed.
+pub fn decode_reader<T: DeserializeOwned, R: std::io::Read>(
+    what: &'static str,
+    mut reader: R,
+    len: u64,
+) -> Result<T, StoreError> {
+    let mut version = [0u8; 1];
+    reader
+        .read_exact(&mut version)
+        .map_err(|e| StoreError::corrupt(what, e))?;
+    if version[0] != VALUE_V1 {
+        return Err(StoreError::UnsupportedValueVersion {
+            what,
+            version: version[0],
+        });
+    }
+    let mut counted = CountingReader {
+        inner: reader,
+        read: 0,
+    };
+    let payload_len = len.saturating_sub(1);
+    let value = options()
+        .with_limit(payload_len)
+        .deserialize_from(&mut counted)
+        .map_err(|e| StoreError::corrupt(what, e))?;
+    let mut rest = [0u8; 1];
+    let trailing = counted
+        .inner
+        .read(&mut rest)
+        .map_err(|e| StoreError::corrupt(what, e))?;
+    if counted.read != payload_len || trailing != 0 {
+        return Err(StoreError::corrupt(
+            what,
+            format!(
+                "{} trailing bytes",
+                payload_len.saturating_sub(counted.read)
+            ),
+        ));
+    }
+    Ok(value)
+}
+
+/// A reader that counts the bytes it hands out.
+struct CountingReader<R> {
+    inner: R,
+    read: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        Ok(n)
+    }
 }
 
 /// Decode only the first field(s) of a value written by [`encode`], ignoring the rest.
@@ -148,6 +210,50 @@ mod tests {
             decode::<u32>("t", &bytes),
             Err(StoreError::UnsupportedValueVersion { version: 9, .. })
         ));
+    }
+
+    /// Hands out at most `step` bytes per read, as a chunked source may.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(self.step).min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn reader_decode_matches_slice_decode_and_checks_the_length() {
+        let value: Vec<(u64, String)> = (0..500).map(|i| (i, format!("name-{i}"))).collect();
+        let bytes = encode("t", &value).unwrap();
+        let len = bytes.len() as u64;
+        for step in [1, 3, 4096, usize::MAX] {
+            let back: Vec<(u64, String)> =
+                decode_reader("t", Trickle { data: &bytes, step }, len).unwrap();
+            assert_eq!(back, value);
+        }
+        // Cut short, trailing bytes, a length that disagrees, another version: errors.
+        let short = &bytes[..bytes.len() - 1];
+        assert!(decode_reader::<Vec<(u64, String)>, _>("t", short, len).is_err());
+        let long = [&bytes[..], &[0u8][..]].concat();
+        assert!(decode_reader::<Vec<(u64, String)>, _>("t", &long[..], len).is_err());
+        assert!(decode_reader::<Vec<(u64, String)>, _>("t", &bytes[..], len + 1).is_err());
+        let mut other = bytes.clone();
+        other[0] = 9;
+        assert!(matches!(
+            decode_reader::<Vec<(u64, String)>, _>("t", &other[..], len),
+            Err(StoreError::UnsupportedValueVersion { version: 9, .. })
+        ));
+        // A huge length prefix must not allocate.
+        let mut huge = vec![VALUE_V1, 0xFF];
+        huge.extend_from_slice(&u64::MAX.to_le_bytes());
+        assert!(decode_reader::<Vec<u64>, _>("t", &huge[..], huge.len() as u64).is_err());
+        assert!(decode_reader::<u8, _>("t", &[][..], 0).is_err());
     }
 
     #[test]

@@ -64,6 +64,16 @@ pub enum StoreError {
         detail: String,
     },
 
+    /// Reading or writing a checkpoint file failed.
+    #[error("{what}: {source}")]
+    File {
+        /// Which file (e.g. `"checkpoint"`).
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+
     /// Restoring the state machine needs a log entry that is not in the log.
     #[error("log entry {index} is missing but needed to restore the state machine")]
     MissingLogEntry {

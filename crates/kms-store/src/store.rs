@@ -46,16 +46,18 @@ pub(crate) mod sm_key {
     pub const APPLIED: &[u8] = b"applied";
     /// `snapshot`: the current snapshot's manifest ([`super::Manifest`]).
     pub const MANIFEST: &[u8] = b"manifest";
-    /// `snapshot`: prefix of the data chunks, followed by a big-endian `u32` chunk number.
+    /// `snapshot`, format 1 only: prefix of the data chunks, followed by a big-endian `u32`
+    /// chunk number (moved into a checkpoint file on open).
     pub const CHUNK_PREFIX: &[u8] = b"chunk/";
 }
 
-/// sled's page cache. Its default (1 GiB) lets a restart keep every snapshot chunk it just read
-/// cached beside the decoded state; the hot data (log tail, vote, applied position) is small.
-pub(crate) const PAGE_CACHE_BYTES: u64 = 64 << 20;
+/// sled's page cache (its default is 1 GiB). Since the snapshot is a file of its own, sled
+/// holds only the log, the journal and a few metadata keys; the hot part (the log tail openraft
+/// reads back for replication, vote, applied position) is small.
+pub(crate) const PAGE_CACHE_BYTES: u64 = 16 << 20;
 
-/// Size of one snapshot data chunk in the `snapshot` tree.
-pub(crate) const CHUNK_SIZE: usize = 4 << 20;
+/// Directory of the checkpoint files, inside the store directory.
+pub(crate) const CHECKPOINT_DIR: &str = "checkpoints";
 
 /// The applied position of the checkpointed state machine (`sm` tree).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -64,9 +66,22 @@ pub(crate) struct Applied {
     pub last_membership: StoredMembership,
 }
 
-/// The current snapshot's metadata and the layout of its data (`snapshot` tree).
+/// The current snapshot's metadata and where its data is (`snapshot` tree).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(crate) struct Manifest {
+    pub last_log_id: Option<LogId>,
+    pub last_membership: StoredMembership,
+    /// The data file: `checkpoints/state-<file_seq as 16 hex digits>.bin`.
+    pub file_seq: u64,
+    /// Its length in bytes.
+    pub len: u64,
+    /// Its CRC-32 (IEEE).
+    pub crc32: u32,
+}
+
+/// The manifest of format 1, whose data was in `chunk/<n>` values (read only to migrate).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ManifestV1 {
     pub last_log_id: Option<LogId>,
     pub last_membership: StoredMembership,
     pub chunks: u32,
@@ -142,6 +157,8 @@ pub(crate) struct Shared {
     pub flusher: Flusher,
     pub journal_seq: Mutex<JournalSeq>,
     pub path: PathBuf,
+    /// `path/checkpoints`.
+    pub checkpoint_dir: PathBuf,
     pub restore: RestoreReport,
 }
 
@@ -204,33 +221,62 @@ impl Shared {
         let Some(manifest) = self.manifest()? else {
             return Ok(None);
         };
-        let data = self.snapshot_data(&manifest)?;
+        let data = std::fs::read(self.checkpoint_path(manifest.file_seq)).map_err(|e| {
+            StoreError::File {
+                what: "checkpoint",
+                source: e,
+            }
+        })?;
+        check_checkpoint(&manifest, data.len() as u64, crc32fast::hash(&data))?;
         Ok(Some((manifest, data)))
     }
 
-    /// Read the current snapshot's data chunks into one buffer. Callers other than the
-    /// single-threaded start-up use [`Self::current_snapshot`].
-    pub(crate) fn snapshot_data(&self, manifest: &Manifest) -> Result<Vec<u8>, StoreError> {
-        let len = usize::try_from(manifest.len)
-            .map_err(|_| StoreError::corrupt("snapshot manifest", "length exceeds memory"))?;
-        let mut data = Vec::with_capacity(len.min(1 << 30));
-        for i in 0..manifest.chunks {
-            let chunk = self.snapshot.get(chunk_key(i))?.ok_or_else(|| {
-                StoreError::corrupt("snapshot data", format!("chunk {i} missing"))
-            })?;
-            data.extend_from_slice(&chunk);
-        }
-        if data.len() as u64 != manifest.len {
-            return Err(StoreError::corrupt(
-                "snapshot data",
-                format!("{} bytes, manifest says {}", data.len(), manifest.len),
-            ));
-        }
-        Ok(data)
+    /// The path of checkpoint file `seq`.
+    pub(crate) fn checkpoint_path(&self, seq: u64) -> PathBuf {
+        self.checkpoint_dir.join(format!("state-{seq:016x}.bin"))
     }
 
-    /// Persist a snapshot as the new checkpoint: data chunks and manifest in `snapshot`, applied
-    /// position in `sm`, in one transaction, then flush.
+    /// Write checkpoint file `seq` durably: a temporary file, synced, renamed into place, and
+    /// the directory synced.
+    pub(crate) fn write_checkpoint(&self, seq: u64, data: &[u8]) -> Result<(), StoreError> {
+        use std::io::Write;
+        let io = |e| StoreError::File {
+            what: "checkpoint",
+            source: e,
+        };
+        std::fs::create_dir_all(&self.checkpoint_dir).map_err(io)?;
+        let tmp = self.checkpoint_dir.join(format!("state-{seq:016x}.tmp"));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(data).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        drop(f);
+        std::fs::rename(&tmp, self.checkpoint_path(seq)).map_err(io)?;
+        std::fs::File::open(&self.checkpoint_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)
+    }
+
+    /// Delete every file of the checkpoint directory except checkpoint `keep` (files of
+    /// replaced checkpoints, and what a crash between writing a file and committing its
+    /// manifest left). Failures are logged, not returned: a stray file only costs disk space.
+    pub(crate) fn remove_stale_checkpoints(&self, keep: Option<u64>) {
+        let keep = keep.map(|seq| self.checkpoint_path(seq));
+        let Ok(dir) = std::fs::read_dir(&self.checkpoint_dir) else {
+            return;
+        };
+        for entry in dir.flatten() {
+            let path = entry.path();
+            if Some(&path) != keep.as_ref()
+                && let Err(e) = std::fs::remove_file(&path)
+            {
+                tracing::warn!(file = %path.display(), error = %e, "cannot remove a stale checkpoint file");
+            }
+        }
+    }
+
+    /// Persist a snapshot as the new checkpoint: its data in a new checkpoint file, then the
+    /// manifest (in `snapshot`) and the applied position (in `sm`) in one transaction, then
+    /// flush, then delete the previous file.
     ///
     /// With `only_if_newer`, nothing is written when the stored snapshot already covers
     /// `last_log_id` (a build that raced with a newer install). Returns whether it wrote.
@@ -251,18 +297,17 @@ impl Shared {
         {
             return Ok(false);
         }
-        let chunks: Vec<&[u8]> = data.chunks(CHUNK_SIZE).collect();
-        let n = u32::try_from(chunks.len())
-            .map_err(|_| StoreError::corrupt("snapshot data", "too many chunks"))?;
+        let seq = old.as_ref().map_or(1, |m| m.file_seq + 1);
+        self.write_checkpoint(seq, data)?;
         let manifest = Manifest {
             last_log_id: applied.last_applied,
             last_membership: applied.last_membership.clone(),
-            chunks: n,
+            file_seq: seq,
             len: data.len() as u64,
+            crc32: crc32fast::hash(data),
         };
         let manifest_bytes = codec::encode("snapshot manifest", &manifest)?;
         let applied_bytes = codec::encode("applied state", applied)?;
-        let old_chunks = old.map(|m| m.chunks).unwrap_or(0);
 
         // Never start sled's exclusive transaction while a flush is waiting (see flush_gate).
         // Runs on a blocking thread (spawn_blocking), where blocking on the gate is fine.
@@ -270,20 +315,71 @@ impl Shared {
         use sled::Transactional;
         (&self.snapshot, &self.sm)
             .transaction(|(snap, sm)| {
-                for (i, chunk) in chunks.iter().enumerate() {
-                    // `i < n <= u32::MAX`, checked above.
-                    snap.insert(&chunk_key(i as u32)[..], *chunk)?;
-                }
-                for i in n..old_chunks {
-                    snap.remove(&chunk_key(i)[..])?;
-                }
                 snap.insert(sm_key::MANIFEST, manifest_bytes.as_slice())?;
                 sm.insert(sm_key::APPLIED, applied_bytes.as_slice())?;
                 Ok::<(), sled::transaction::ConflictableTransactionError<StoreError>>(())
             })
             .map_err(StoreError::from)?;
         self.db.flush()?;
+        self.remove_stale_checkpoints(Some(seq));
         Ok(true)
+    }
+}
+
+/// Refuse checkpoint data whose length or CRC-32 differs from its manifest's.
+fn check_checkpoint(manifest: &Manifest, len: u64, crc32: u32) -> Result<(), StoreError> {
+    if len != manifest.len {
+        return Err(StoreError::corrupt(
+            "checkpoint",
+            format!("{len} bytes, manifest says {}", manifest.len),
+        ));
+    }
+    if crc32 != manifest.crc32 {
+        return Err(StoreError::corrupt(
+            "checkpoint",
+            format!("CRC-32 {crc32:08x}, manifest says {:08x}", manifest.crc32),
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a checkpoint file (buffered) and computes its CRC-32 on the way, so the state can be
+/// decoded while it is read and the checksum checked after.
+pub(crate) struct CheckpointReader {
+    file: std::io::BufReader<std::fs::File>,
+    hasher: crc32fast::Hasher,
+    len: u64,
+}
+
+impl CheckpointReader {
+    pub(crate) fn open(path: &Path) -> Result<CheckpointReader, StoreError> {
+        let file = std::fs::File::open(path).map_err(|e| StoreError::File {
+            what: "checkpoint",
+            source: e,
+        })?;
+        Ok(CheckpointReader {
+            file: std::io::BufReader::with_capacity(1 << 20, file),
+            hasher: crc32fast::Hasher::new(),
+            len: 0,
+        })
+    }
+
+    /// Read what is left (nothing, after a whole decode) and check length and CRC-32.
+    pub(crate) fn finish(mut self, manifest: &Manifest) -> Result<(), StoreError> {
+        std::io::copy(&mut self, &mut std::io::sink()).map_err(|e| StoreError::File {
+            what: "checkpoint",
+            source: e,
+        })?;
+        check_checkpoint(manifest, self.len, self.hasher.finalize())
+    }
+}
+
+impl std::io::Read for CheckpointReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
     }
 }
 
@@ -306,8 +402,14 @@ pub(crate) fn chunk_key(i: u32) -> Vec<u8> {
 /// | `meta` | `format`, `vote`, `committed`, `last_purged`, `journal_next` | header, vote, log ids, next journal seq |
 /// | `log` | big-endian `u64` log index | log entry |
 /// | `sm` | `applied` | last applied log id + membership of the checkpointed state |
-/// | `snapshot` | `manifest`, `chunk/<u32>` | snapshot meta and data layout; the encoded `kms_core::State` in 4 MiB chunks |
+/// | `snapshot` | `manifest` | snapshot meta; name, length and CRC-32 of its data file |
 /// | `journal` | big-endian `u64` sequence | a degraded-mode record (caller-defined type) |
+///
+/// Beside sled's files, the directory `checkpoints/` holds the current snapshot's data, the
+/// encoded `kms_core::State`, in `state-<seq>.bin` (one file; the previous one is deleted once
+/// a new manifest is committed). It is a plain file because sled keeps the pages it reads or
+/// writes in memory regardless of its cache size: with a million clients that was ≈ 100 MB
+/// of snapshot chunks held for nothing.
 ///
 /// # Durability and restart
 ///
@@ -352,15 +454,12 @@ impl Store {
     /// this blocks, so call it from `spawn_blocking` or before serving.
     pub fn open(path: impl AsRef<Path>) -> Result<Store, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(PAGE_CACHE_BYTES)
-            .open()?;
+        let db = open_sled(&path)?;
         let flusher = Flusher::start(db.clone())?;
         let meta = db.open_tree("meta")?;
         // Check before creating the other trees, so a refused directory is left as it was
         // (apart from an empty `meta` tree on a foreign database).
-        check_header(&db, &meta)?;
+        let found = check_header(&db, &meta)?;
         let log = db.open_tree("log")?;
         let sm = db.open_tree("sm")?;
         let snapshot = db.open_tree("snapshot")?;
@@ -378,9 +477,14 @@ impl Store {
             flush_gate: tokio::sync::RwLock::new(()),
             flusher,
             journal_seq: Mutex::new(JournalSeq { next: 1, len: 0 }),
+            checkpoint_dir: path.join(CHECKPOINT_DIR),
             path,
             restore: RestoreReport::default(),
         };
+        if found == 1 {
+            migrate_from_v1(&shared)?;
+        }
+        shared.remove_stale_checkpoints(shared.manifest()?.map(|m| m.file_seq));
         let (machine, report) = restore_machine(&shared)?;
         tracing::info!(
             checkpoint = ?report.checkpoint,
@@ -442,12 +546,43 @@ impl Store {
 
     /// Size of the database on disk, in bytes.
     pub fn size_on_disk(&self) -> Result<u64, StoreError> {
-        Ok(self.shared.db.size_on_disk()?)
+        let checkpoints: u64 = std::fs::read_dir(&self.shared.checkpoint_dir)
+            .map(|dir| {
+                dir.flatten()
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            })
+            .unwrap_or(0);
+        Ok(self.shared.db.size_on_disk()? + checkpoints)
     }
 }
 
-/// Check (or write, for a fresh database) the format header.
-fn check_header(db: &sled::Db, meta: &Tree) -> Result<(), StoreError> {
+/// Open the sled database in `path`. A directory lock still held by a store of this process
+/// that is just being dropped (sled releases it from a background thread) is waited for, up to
+/// one second; a lock held longer (another kmsd on the same directory) is an error.
+fn open_sled(path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match sled::Config::new()
+            .path(path)
+            .cache_capacity(PAGE_CACHE_BYTES)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// Check (or write, for a fresh database) the format header; returns the version found (the
+/// current one for a fresh database).
+fn check_header(db: &sled::Db, meta: &Tree) -> Result<u32, StoreError> {
     match meta.get(meta_key::HEADER)? {
         Some(v) => {
             let version = codec::parse_header(&v)?;
@@ -462,8 +597,8 @@ fn check_header(db: &sled::Db, meta: &Tree) -> Result<(), StoreError> {
                     detail: "format version 0".to_string(),
                 });
             }
-            // Older formats would be migrated here, one version step at a time.
-            Ok(())
+            // Older formats are migrated by the caller, one version step at a time.
+            Ok(version)
         }
         None => {
             // Fresh means: nothing in the default tree or `meta`, and no tree besides those two.
@@ -487,9 +622,68 @@ fn check_header(db: &sled::Db, meta: &Tree) -> Result<(), StoreError> {
             }
             meta.insert(meta_key::HEADER, codec::header_value(codec::FORMAT_VERSION))?;
             db.flush()?;
-            Ok(())
+            Ok(codec::FORMAT_VERSION)
         }
     }
+}
+
+/// Migrate a format-1 store to format 2: the snapshot chunks become checkpoint file 1, and the
+/// new manifest, the removal of the chunks and the new header are one transaction (a crash
+/// before it leaves a format-1 store and a stray file, which the next open replaces).
+fn migrate_from_v1(shared: &Shared) -> Result<(), StoreError> {
+    let old: Option<ManifestV1> = match shared.snapshot.get(sm_key::MANIFEST)? {
+        None => None,
+        Some(v) => Some(codec::decode("snapshot manifest (format 1)", &v)?),
+    };
+    let mut manifest_bytes = None;
+    if let Some(old) = &old {
+        let len = usize::try_from(old.len)
+            .map_err(|_| StoreError::corrupt("snapshot manifest", "length exceeds memory"))?;
+        let mut data = Vec::with_capacity(len.min(1 << 30));
+        for i in 0..old.chunks {
+            let chunk = shared.snapshot.get(chunk_key(i))?.ok_or_else(|| {
+                StoreError::corrupt("snapshot data", format!("chunk {i} missing"))
+            })?;
+            data.extend_from_slice(&chunk);
+        }
+        if data.len() as u64 != old.len {
+            return Err(StoreError::corrupt(
+                "snapshot data",
+                format!("{} bytes, manifest says {}", data.len(), old.len),
+            ));
+        }
+        shared.write_checkpoint(1, &data)?;
+        manifest_bytes = Some(codec::encode(
+            "snapshot manifest",
+            &Manifest {
+                last_log_id: old.last_log_id,
+                last_membership: old.last_membership.clone(),
+                file_seq: 1,
+                len: old.len,
+                crc32: crc32fast::hash(&data),
+            },
+        )?);
+    }
+    let chunks = old.as_ref().map_or(0, |m| m.chunks);
+    use sled::Transactional;
+    (&shared.snapshot, &shared.meta)
+        .transaction(|(snap, meta)| {
+            if let Some(bytes) = &manifest_bytes {
+                snap.insert(sm_key::MANIFEST, bytes.as_slice())?;
+            }
+            for i in 0..chunks {
+                snap.remove(&chunk_key(i)[..])?;
+            }
+            meta.insert(meta_key::HEADER, codec::header_value(2))?;
+            Ok::<(), sled::transaction::ConflictableTransactionError<StoreError>>(())
+        })
+        .map_err(StoreError::from)?;
+    shared.db.flush()?;
+    tracing::info!(
+        checkpoint_bytes = old.as_ref().map_or(0, |m| m.len),
+        "store migrated from format 1 to 2: the snapshot data is now a checkpoint file"
+    );
+    Ok(())
 }
 
 /// Restore the in-memory state machine: decode the checkpoint, then replay the log up to the
@@ -511,8 +705,13 @@ fn restore_machine(shared: &Shared) -> Result<(Machine, RestoreReport), StoreErr
                     "checkpoint position differs from the snapshot manifest",
                 ));
             }
-            let data = shared.snapshot_data(&manifest)?;
-            let state: kms_core::State = codec::decode("snapshot data", &data)?;
+            // Decoded while the file is read, so the encoding is never in memory whole.
+            let mut reader = CheckpointReader::open(&shared.checkpoint_path(manifest.file_seq))?;
+            let decoded: Result<kms_core::State, StoreError> =
+                codec::decode_reader("snapshot data", &mut reader, manifest.len);
+            // A damaged file shows as a checksum error even where it also fails to decode.
+            reader.finish(&manifest)?;
+            let state = decoded?;
             report.checkpoint = applied.last_applied;
             report.checkpoint_bytes = manifest.len;
             Machine {
@@ -555,6 +754,10 @@ fn restore_machine(shared: &Shared) -> Result<(Machine, RestoreReport), StoreErr
             machine.apply(&entry);
             report.replayed_entries += 1;
         }
+    }
+    if report.replayed_entries > 0 {
+        // The replay's inserts split the nodes the decode had filled.
+        machine.state.compact();
     }
     report.replay = started.elapsed();
     Ok((machine, report))
@@ -623,5 +826,142 @@ impl Flusher {
             Ok(Err(e)) => Err(StoreError::Task(format!("flush failed: {e}"))),
             Err(_) => Err(StoreError::Task("the flush thread stopped".into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod migration_tests {
+    use super::*;
+    use kms_core::{Command, FileTime, Guid, Pool, RecordRequest};
+    use openraft::vote::RaftLeaderIdExt;
+
+    /// A store laid out as format 1 wrote it: header 1, the snapshot data in `chunk/<n>`
+    /// values of `chunk_len` bytes, a format-1 manifest, the applied position.
+    fn write_v1_store(path: &Path, state: &kms_core::State, chunk_len: usize) -> Applied {
+        let db = open_sled(path).unwrap();
+        let meta = db.open_tree("meta").unwrap();
+        meta.insert(meta_key::HEADER, codec::header_value(1))
+            .unwrap();
+        for tree in ["log", "journal"] {
+            db.open_tree(tree).unwrap();
+        }
+        let data = codec::encode("snapshot data", state).unwrap();
+        let chunks: Vec<&[u8]> = data.chunks(chunk_len).collect();
+        let applied = Applied {
+            last_applied: Some(LogId::new(crate::types::LeaderId::new_committed(3, 1), 42)),
+            last_membership: StoredMembership::default(),
+        };
+        let snapshot = db.open_tree("snapshot").unwrap();
+        for (i, c) in chunks.iter().enumerate() {
+            snapshot.insert(chunk_key(i as u32), *c).unwrap();
+        }
+        let manifest = ManifestV1 {
+            last_log_id: applied.last_applied,
+            last_membership: applied.last_membership.clone(),
+            chunks: chunks.len() as u32,
+            len: data.len() as u64,
+        };
+        snapshot
+            .insert(
+                sm_key::MANIFEST,
+                codec::encode("manifest", &manifest).unwrap(),
+            )
+            .unwrap();
+        db.open_tree("sm")
+            .unwrap()
+            .insert(sm_key::APPLIED, codec::encode("applied", &applied).unwrap())
+            .unwrap();
+        db.flush().unwrap();
+        applied
+    }
+
+    fn some_state() -> kms_core::State {
+        let mut state = kms_core::State::default();
+        let records = (1..=300u64)
+            .map(|i| {
+                let mut g = [0u8; 16];
+                g[..8].copy_from_slice(&i.to_le_bytes());
+                RecordRequest {
+                    workstation: format!("PC-{i}.corp.example"),
+                    source: format!("10.0.{}.{}:50000", i / 256, i % 256),
+                    ..RecordRequest::new(i, Pool::Windows, Guid(g))
+                }
+            })
+            .collect();
+        state.apply(&Command::Record {
+            at: FileTime::from_unix_secs(1_800_000_000),
+            node: 1,
+            records,
+        });
+        state
+    }
+
+    #[test]
+    fn a_format_1_store_is_migrated_on_open_and_keeps_its_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = some_state();
+        let applied = write_v1_store(dir.path(), &state, 1000);
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let sm = store.state_machine();
+            assert!(sm.read(|s| *s == state));
+            assert_eq!(sm.last_applied(), applied.last_applied);
+            let shared = &store.shared;
+            let header = shared.meta.get(meta_key::HEADER).unwrap().unwrap();
+            assert_eq!(codec::parse_header(&header).unwrap(), 2);
+            assert!(
+                shared
+                    .snapshot
+                    .scan_prefix(sm_key::CHUNK_PREFIX)
+                    .next()
+                    .is_none(),
+                "the chunks are gone"
+            );
+            let (manifest, data) = shared.current_snapshot().unwrap().unwrap();
+            assert_eq!(manifest.file_seq, 1);
+            assert_eq!(manifest.last_log_id, applied.last_applied);
+            assert_eq!(data, codec::encode("snapshot data", &state).unwrap());
+        }
+        // Opening again reads format 2 as it is.
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.state_machine().read(|s| *s == state));
+    }
+
+    #[test]
+    fn a_format_1_store_without_a_snapshot_only_changes_its_header() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = open_sled(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(meta_key::HEADER, codec::header_value(1))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert!(store.shared.manifest().unwrap().is_none());
+        let header = store.shared.meta.get(meta_key::HEADER).unwrap().unwrap();
+        assert_eq!(codec::parse_header(&header).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_damaged_format_1_snapshot_is_refused_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        write_v1_store(dir.path(), &some_state(), 1000);
+        {
+            let db = open_sled(dir.path()).unwrap();
+            db.open_tree("snapshot")
+                .unwrap()
+                .remove(chunk_key(1))
+                .unwrap();
+            db.flush().unwrap();
+        }
+        assert!(matches!(
+            Store::open(dir.path()),
+            Err(StoreError::Corrupt { .. })
+        ));
+        let db = open_sled(dir.path()).unwrap();
+        let header = db.open_tree("meta").unwrap().get(meta_key::HEADER).unwrap();
+        assert_eq!(codec::parse_header(&header.unwrap()).unwrap(), 1);
     }
 }

@@ -115,20 +115,67 @@ impl Epid {
 
 impl fmt::Display for Epid {
     /// `PPPPP-GGGGG-KKK-KKKKKK-03-LCID-BUILD.0000-DDDYYYY` (§8.1). Only values that pass
-    /// [`Epid::validate`] are guaranteed to produce a string that parses back.
+    /// [`Epid::validate`] are guaranteed to produce a string that parses back. Widths are
+    /// minimums (zero-padded), as `{:05}` would do; the string is built in one piece (it is
+    /// formatted for every activation).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{:05}-{:05}-{:03}-{:06}-{VOLUME_CHANNEL}-{}-{}.0000-{:03}{:04}",
-            self.platform_id,
-            self.group_id,
-            self.key_id / 1_000_000,
-            self.key_id % 1_000_000,
-            self.lcid,
-            self.build,
-            self.day_of_year,
-            self.year
-        )
+        let mut out = Digits::default();
+        out.num(u64::from(self.platform_id), 5);
+        out.push(b"-");
+        out.num(u64::from(self.group_id), 5);
+        out.push(b"-");
+        out.num(self.key_id / 1_000_000, 3);
+        out.push(b"-");
+        out.num(self.key_id % 1_000_000, 6);
+        out.push(b"-");
+        out.push(VOLUME_CHANNEL.as_bytes());
+        out.push(b"-");
+        out.num(u64::from(self.lcid), 0);
+        out.push(b"-");
+        out.num(u64::from(self.build), 0);
+        out.push(b".0000-");
+        out.num(u64::from(self.day_of_year), 3);
+        out.num(u64::from(self.year), 4);
+        f.write_str(std::str::from_utf8(&out.buf[..out.len]).map_err(|_| fmt::Error)?)
+    }
+}
+
+/// A stack buffer of ASCII for [`Epid`]'s `Display` (at most 8 numbers of 20 digits and 30
+/// separator bytes).
+struct Digits {
+    buf: [u8; 192],
+    len: usize,
+}
+
+impl Default for Digits {
+    fn default() -> Digits {
+        Digits {
+            buf: [0; 192],
+            len: 0,
+        }
+    }
+}
+
+impl Digits {
+    fn push(&mut self, bytes: &[u8]) {
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    /// `n` in decimal, zero-padded to at least `width` digits.
+    fn num(&mut self, mut n: u64, width: usize) {
+        let mut digits = [b'0'; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let start = i.min(digits.len().saturating_sub(width));
+        self.push(&digits[start..]);
     }
 }
 
@@ -222,6 +269,35 @@ impl<'de> Deserialize<'de> for Epid {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        /// The one-piece formatter writes what the format string would, for any field values
+        /// (valid or not: widths are minimums).
+        #[test]
+        fn display_matches_the_format_string(
+            platform_id in proptest::prelude::any::<u32>(),
+            group_id in proptest::prelude::any::<u32>(),
+            key_id in proptest::prelude::any::<u64>(),
+            lcid in proptest::prelude::any::<u32>(),
+            build in proptest::prelude::any::<u32>(),
+            day_of_year in proptest::prelude::any::<u16>(),
+            year in proptest::prelude::any::<u16>(),
+        ) {
+            let e = Epid { platform_id, group_id, key_id, lcid, build, day_of_year, year };
+            let want = format!(
+                "{:05}-{:05}-{:03}-{:06}-{VOLUME_CHANNEL}-{}-{}.0000-{:03}{:04}",
+                platform_id,
+                group_id,
+                key_id / 1_000_000,
+                key_id % 1_000_000,
+                lcid,
+                build,
+                day_of_year,
+                year
+            );
+            proptest::prop_assert_eq!(e.to_string(), want);
+        }
+    }
 
     /// Every ePID string that occurs in `testdata/kms-vectors` (captured/, crypto.json,
     /// server-deterministic.json), plus the PROTOCOL.md §8.1 example.

@@ -468,8 +468,7 @@ impl AdminService {
     fn counts_now(&self) -> pb::CountsResponse {
         let now = FileTime::from_system_time(SystemTime::now());
         self.node.read(|s| {
-            let cutoff = sub_secs(now, s.config().count_window_secs);
-            let mut pools: Vec<pb::PoolCounts> = Pool::ALL
+            let pools: Vec<pb::PoolCounts> = Pool::ALL
                 .iter()
                 .map(|&pool| {
                     let c = s.pool_count(pool, now);
@@ -483,21 +482,12 @@ impl AdminService {
                         duplicates: c.duplicates,
                         seat_limit: s.config().seat_limits.pool(pool),
                         seats_used: c.live,
-                        waiting: 0,
+                        // Clients wait while their N is above the reported count.
+                        waiting: u32::try_from(s.waiting_clients(pool, now)).unwrap_or(u32::MAX),
                         stored: s.stored_clients(pool) as u64,
                     }
                 })
                 .collect();
-            // Clients wait while their N is above the reported count; no live client does when
-            // the count already reaches the largest N, so most pools need no scan.
-            if pools.iter().any(|p| p.reported < p.max_required) {
-                for (pool, _, r) in s.export_clients() {
-                    let p = &mut pools[pool_index(pool)];
-                    if r.last_seen >= cutoff && r.required_count > p.reported {
-                        p.waiting += 1;
-                    }
-                }
-            }
             let group_seats = s
                 .seat_usage(now)
                 .into_iter()
@@ -552,7 +542,7 @@ impl AdminService {
                 clients: page
                     .clients
                     .iter()
-                    .map(|e| client_proto(e.pool, &e.client_machine_id, e.record, cutoff))
+                    .map(|e| client_proto(e.pool, &e.client_machine_id, &e.record, cutoff))
                     .collect(),
                 next_cursor: page
                     .next
@@ -561,10 +551,6 @@ impl AdminService {
             }
         }))
     }
-}
-
-fn pool_index(pool: Pool) -> usize {
-    Pool::ALL.iter().position(|p| *p == pool).unwrap_or(0)
 }
 
 /// The last log index the leader knows `id` has (only on the leader).
@@ -998,7 +984,7 @@ impl Admin for AdminService {
             let cutoff = sub_secs(now, s.config().count_window_secs);
             s.find_client(&cmid)
                 .into_iter()
-                .map(|(p, r)| client_proto(p, &cmid, r, cutoff))
+                .map(|(p, r)| client_proto(p, &cmid, &r, cutoff))
                 .collect::<Vec<_>>()
         });
         if records.is_empty() {
@@ -1208,9 +1194,7 @@ impl Admin for AdminService {
             (
                 s.config().clone(),
                 s.identity().cloned(),
-                s.export_clients()
-                    .map(|(p, c, r)| (p, *c, r.clone()))
-                    .collect::<Vec<_>>(),
+                s.export_clients().collect::<Vec<_>>(),
             )
         });
         let mut per_pool: BTreeMap<String, u64> = BTreeMap::new();

@@ -191,6 +191,65 @@ async fn corrupt_values_are_typed_errors() {
     ));
 }
 
+/// The checkpoint file is decoded while it is read; a file cut short, grown, garbled or
+/// missing stops the open with a typed error (never a panic, never a partial state).
+#[tokio::test]
+async fn damaged_checkpoint_files_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let entries: Vec<_> = std::iter::once(membership_entry(1, 1, &[1]))
+        .chain((2..=6).map(|i| record_entry(1, i, 3)))
+        .collect();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let mut log = store.log_store();
+        let mut sm = store.state_machine();
+        append(&mut log, entries.clone()).await;
+        apply(&mut sm, entries.clone()).await;
+        sm.snapshot_now().await.unwrap();
+        // A second snapshot replaces the first file.
+        sm.snapshot_now().await.unwrap();
+        store.flush().await.unwrap();
+    }
+    let files: Vec<_> = std::fs::read_dir(dir.path().join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "one checkpoint file: {files:?}");
+    let file = files[0].clone();
+    let original = std::fs::read(&file).unwrap();
+    let mut garbled = original.clone();
+    let middle = garbled.len() / 2;
+    garbled[middle] ^= 0x55;
+    let damages: Vec<(&str, Option<Vec<u8>>)> = vec![
+        ("cut short", Some(original[..original.len() - 1].to_vec())),
+        ("grown", Some([&original[..], &[0u8][..]].concat())),
+        ("garbled", Some(garbled)),
+        ("missing", None),
+    ];
+    for (what, damaged) in damages {
+        match damaged {
+            Some(v) => std::fs::write(&file, v).unwrap(),
+            None => std::fs::remove_file(&file).unwrap(),
+        }
+        match Store::open(dir.path()) {
+            Err(StoreError::Corrupt { .. }) if what != "missing" => {}
+            Err(StoreError::File { .. }) if what == "missing" => {}
+            other => panic!(
+                "{what}: expected a typed error, got {:?}",
+                other.map(|_| ())
+            ),
+        }
+        // sled's background threads may hold the directory lock for a moment after a failed
+        // open.
+        drop(open_sled_retrying(dir.path()));
+    }
+    // Repaired, it opens with the state it had.
+    std::fs::write(&file, &original).unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let expected = reference_state(&entries);
+    assert!(store.state_machine().read(|s| *s == expected));
+}
+
 fn open_sled_retrying(path: &std::path::Path) -> sled::Db {
     let mut last = None;
     for _ in 0..100 {
