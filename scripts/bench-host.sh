@@ -20,7 +20,9 @@
 # (default 1000000, 0 skips the large-state check), SCENARIOS (default "a b c d"),
 # KMSD_CPU / CLIENT_CPU (default 0 / 1), KMSD_ARGS (extra kmsd flags, e.g.
 # "--log-level warn"), SKIP_BUILD=1, KEEP=1 (keep the work directory), BIN (directory of the
-# kmsd and kmsctl binaries, default target/release), FILL_BIN (the fill_store test binary).
+# kmsd and kmsctl binaries, default target/release), FILL_BIN (the fill_store test binary),
+# BASELINE=1 (also measure bare TCP with scripts/tcp-baseline.c, built with gcc, as a
+# yardstick for the host: the issue's CPU references were taken on another machine).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -185,6 +187,36 @@ done
 echo "# client/s: kmsctl's requests per second over its whole run; server/s, µs CPU and CPU %:"
 echo "# kmsd's successes and CPU time in the measurement window; p50/p99: kmsctl latency;"
 echo "# /entry: activations per Raft log entry in the window (≈, from a 1 s gauge; '-': no writes)."
+
+# --- yardstick: bare TCP on this machine ----------------------------------------------------
+# What any host pays before it does KMS work: scripts/tcp-baseline.c (one epoll thread that
+# reads a request and writes a fixed reply), same CPUs and concurrency, same window.
+baseline() {
+    local name=$1 mode=$2 rounds=$3 port pid out c1 c2
+    port=$(free_port)
+    taskset -c "$KMSD_CPU" "$WORK/tcp-baseline" server "$port" &
+    pid=$!
+    sleep 0.2
+    c1=$(cpu_ticks "$pid")
+    out=$(taskset -c "$CLIENT_CPU" "$WORK/tcp-baseline" client "$port" "$mode" "$rounds" "$CONCURRENCY" "$DURATION")
+    c2=$(cpu_ticks "$pid")
+    kill "$pid"; wait "$pid" 2>/dev/null || true
+    python3 -c 'import sys
+name, ticks, tck, done, secs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+print(f"{name:<34} {done / secs:>9.1f} {ticks / tck * 1e6 / done:>8.1f} µs CPU {ticks / tck / secs * 100:>5.0f}%")' \
+        "$name" "$((c2 - c1))" "$CLK_TCK" $out
+}
+if [[ -n "${BASELINE:-}" ]]; then
+    if gcc -O2 -pthread -o "$WORK/tcp-baseline" "$ROOT/scripts/tcp-baseline.c"; then
+        echo
+        echo "# yardstick: bare TCP (scripts/tcp-baseline.c) on the same CPUs; per connection or request"
+        baseline "tcp-accept-1-exchange-close" per-connection 1
+        baseline "tcp-accept-2-exchanges-close" per-connection 2
+        baseline "tcp-keepalive-exchange" keepalive 1
+    else
+        log "gcc failed; no yardstick"
+    fi
+fi
 
 # --- large state: restart time and RSS ----------------------------------------------------
 if [[ "$RECORDS" -gt 0 ]]; then
