@@ -916,17 +916,31 @@ impl State {
             .sum()
     }
 
-    /// The tally of `pool` at `cutoff`: the cached one adjusted by the records between the two
-    /// cutoffs, or a full scan when nothing is cached yet.
-    fn tally_at(&self, pool: Pool, cutoff: FileTime) -> Tally {
+    /// The tally of `pool` at `cutoff`: the cached one when no record lies between the two
+    /// cutoffs (every record is live at both or at neither: the usual case, and no copy), a
+    /// copy adjusted by those records otherwise, or a full scan when nothing is cached yet.
+    fn tally_at(&self, pool: Pool, cutoff: FileTime) -> std::borrow::Cow<'_, Tally> {
         let records = self.pools.get(pool);
+        let index = self.derived.index.get(pool);
         match self.derived.tallies.get(pool) {
             Some(t) => {
+                let (lo, hi) = if cutoff > t.cutoff {
+                    (t.cutoff, cutoff)
+                } else {
+                    (cutoff, t.cutoff)
+                };
+                let between = index
+                    .range((lo, ClientMachineId::NIL)..(hi, ClientMachineId::NIL))
+                    .next()
+                    .is_some();
+                if !between {
+                    return std::borrow::Cow::Borrowed(t);
+                }
                 let mut t = t.clone();
-                t.move_cutoff(cutoff, records, self.derived.index.get(pool));
-                t
+                t.move_cutoff(cutoff, records, index);
+                std::borrow::Cow::Owned(t)
             }
-            None => Tally::build(records.values(), cutoff),
+            None => std::borrow::Cow::Owned(Tally::build(records.values(), cutoff)),
         }
     }
 

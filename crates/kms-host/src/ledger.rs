@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use kms_core::ActivationInput;
-use kms_wire::{FileTime, Hresult};
+use kms_wire::{FileTime, Guid, Hresult};
 use serde::Serialize;
 
 /// Where and how a request arrived (informative; recorded with the client).
@@ -76,7 +76,7 @@ pub struct ActivationEvent {
     /// Client workstation name (untrusted text).
     pub workstation: String,
     /// Client machine id.
-    pub client_machine_id: String,
+    pub client_machine_id: Guid,
     /// Client timestamp (FILETIME, as sent).
     pub client_time: u64,
     /// Virtual machine flag.
@@ -86,15 +86,15 @@ pub struct ActivationEvent {
     /// Minutes to the client's state expiration.
     pub binding_expiration: u32,
     /// Edition (activation id).
-    pub sku_id: String,
+    pub sku_id: Guid,
     /// Product group.
-    pub kms_counted_id: String,
+    pub kms_counted_id: Guid,
     /// Application id.
-    pub application_id: String,
+    pub application_id: Guid,
     /// Pool, if determined.
     pub pool: Option<&'static str>,
-    /// Client address.
-    pub source: String,
+    /// Client address (an IPv4 client of a dual-stack listener as IPv4).
+    pub source: SocketAddr,
     /// Why it was refused, if it was.
     pub reason: Option<String>,
     /// Answered in degraded mode.

@@ -177,8 +177,9 @@ async fn connection<L: Ledger, O: HostObserver>(
         },
         next_assoc_group(shared),
     );
-    let mut buf: Vec<u8> = Vec::with_capacity(512);
-    let mut chunk = [0u8; 4096];
+    // Reads go straight into `buf`'s spare room (no 4 KiB array in this future, which tokio
+    // would copy around when spawning the connection task, and no second copy per read).
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // Start of the current partial PDU or fragmented REQUEST (or of idleness between calls).
     let mut since = Instant::now();
     loop {
@@ -220,17 +221,16 @@ async fn connection<L: Ledger, O: HostObserver>(
         }
         let deadline = tokio::time::Instant::from_std(since + s.idle_timeout);
         tokio::select! {
-            r = tokio::time::timeout_at(deadline, stream.read(&mut chunk)) => match r {
+            r = tokio::time::timeout_at(deadline, read_more(&mut stream, &mut buf)) => match r {
                 Err(_) => {
                     debug!(%peer, partial = buf.len(), "idle or slow connection timed out");
                     return Some(if mid_call { "slow_pdu" } else { "idle_timeout" });
                 }
                 Ok(Ok(0)) => return None,
-                Ok(Ok(n)) => {
+                Ok(Ok(_)) => {
                     if !mid_call {
                         since = Instant::now();
                     }
-                    buf.extend_from_slice(&chunk[..n]);
                 }
                 Ok(Err(e)) => {
                     debug!(%peer, error = %e, "read failed");
@@ -240,6 +240,16 @@ async fn connection<L: Ledger, O: HostObserver>(
             _ = stop.changed(), if !*stop.borrow() => {}
         }
     }
+}
+
+/// How much room a read gets at least (a KMS PDU is a few hundred bytes).
+const READ_CHUNK: usize = 4096;
+
+/// Append what the socket has (up to [`READ_CHUNK`] bytes or the room `buf` already has) to
+/// `buf`; 0 at end of stream.
+async fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    buf.reserve(READ_CHUNK);
+    stream.read_buf(buf).await
 }
 
 /// Decode, decide, record, encode. Always produces a RESPONSE PDU.
@@ -281,16 +291,16 @@ async fn activate<L: Ledger, O: HostObserver>(
         required_client_count: req.required_client_count,
         current_count: 0,
         workstation: req.workstation_name.clone(),
-        client_machine_id: req.client_machine_id.to_string(),
+        client_machine_id: req.client_machine_id,
         client_time: req.request_time.0,
         is_vm: req.is_client_vm != 0,
         license_status: req.license_status,
         binding_expiration: req.binding_expiration,
-        sku_id: req.sku_id.to_string(),
-        kms_counted_id: req.kms_counted_id.to_string(),
-        application_id: req.application_id.to_string(),
+        sku_id: req.sku_id,
+        kms_counted_id: req.kms_counted_id,
+        application_id: req.application_id,
         pool: None,
-        source: peer.to_string(),
+        source: peer,
         reason: None,
         degraded: false,
         duration: Default::default(),
