@@ -33,7 +33,7 @@ use crate::kms::*;
 
 /// Run `kmsctl --server <server> -o json <args>` through the library: the JSON document, or
 /// the exit class and message of the failure.
-async fn ctl(server: &str, args: &[&str]) -> Result<Value, (ExitClass, String)> {
+pub(crate) async fn ctl(server: &str, args: &[&str]) -> Result<Value, (ExitClass, String)> {
     let mut argv = vec!["kmsctl", "-o", "json", "--server", server];
     argv.extend_from_slice(args);
     let cli = kmsctl::cli::Cli::try_parse_from(&argv).expect("kmsctl arguments");
@@ -51,7 +51,7 @@ async fn ctl(server: &str, args: &[&str]) -> Result<Value, (ExitClass, String)> 
 }
 
 /// Like [`ctl`], panicking on failure.
-async fn ctl_ok(server: &str, args: &[&str]) -> Value {
+pub(crate) async fn ctl_ok(server: &str, args: &[&str]) -> Value {
     ctl(server, args)
         .await
         .unwrap_or_else(|(c, m)| panic!("kmsctl {args:?} at {server}: {c}: {m}"))

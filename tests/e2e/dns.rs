@@ -458,6 +458,16 @@ fn free_port(ip: Ipv4Addr, taken: &[u16]) -> u16 {
 }
 
 /// The DNS listener from the node's "DNS serving" log line (field `listen`).
+/// A node named `name` in zone `kms.test` on loopback ports, and its DNS listen address.
+fn start_in_zone(dir: &std::path::Path, name: &str) -> (Kmsd, SocketAddr) {
+    let mut args = crate::harness::loopback_flags(dir.to_str().unwrap());
+    args.extend(["--name", name, "--dns-zone", "kms.test"].map(String::from));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Kmsd::start_raw(dir, &args, &[]);
+    let server = dns_listen(&node).expect("a \"DNS serving\" log line with `listen`");
+    (node, server)
+}
+
 fn dns_listen(node: &Kmsd) -> Option<SocketAddr> {
     node.log_lines().iter().find_map(|l| {
         let v: serde_json::Value = serde_json::from_str(l).ok()?;
@@ -978,12 +988,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 fn bad_packets_and_a_flood_are_dropped_while_other_sources_are_answered() {
     let use_dig = !skip_dig("bad_packets_and_a_flood_are_dropped_while_other_sources_are_answered");
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let mut args = crate::harness::loopback_flags(data);
-    args.extend(["--name", "solo", "--dns-zone", "kms.test"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let node = Kmsd::start_raw(dir.path(), &args, &[]);
-    let server = dns_listen(&node).expect("a \"DNS serving\" log line with `listen`");
+    let (node, server) = start_in_zone(dir.path(), "solo");
     let kms_port = node.kms_addr().port();
     let good_ip = Ipv4Addr::new(127, 0, 0, 2);
     let flood_ip = Ipv4Addr::LOCALHOST;
@@ -1325,12 +1330,7 @@ fn stub_resolver(server: SocketAddr, protocols: &[ProtocolConfig]) -> TokioResol
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stub_resolver_finds_the_node_through_srv() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().to_str().unwrap();
-    let mut args = crate::harness::loopback_flags(data);
-    args.extend(["--name", "resolved", "--dns-zone", "kms.test"].map(String::from));
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let node = Kmsd::start_raw(dir.path(), &args, &[]);
-    let server = dns_listen(&node).expect("a \"DNS serving\" log line with `listen`");
+    let (node, server) = start_in_zone(dir.path(), "resolved");
     let target = "resolved.kms.test.";
     // The SRV target is <name>.<zone> on the KMS port; its address is the advertised one (by
     // default the gRPC listen address, 127.0.0.1 here).

@@ -354,7 +354,6 @@ fn occupied_port_or_data_dir_fails_clearly() {
 /// when it is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_seat_limits_are_exported_warned_and_enforced() {
-    use clap::Parser as _;
     let dir = tempfile::tempdir().unwrap();
     let node = Kmsd::start(dir.path(), &[]);
     let o10 = office2010();
@@ -363,20 +362,8 @@ async fn group_seat_limits_are_exported_warned_and_enforced() {
         .expect("Office 2010 is in the catalog")
         .name;
     let server = node.grpc.to_string();
-    let ctl = |args: Vec<String>| {
-        let server = server.clone();
-        async move {
-            let mut argv = vec!["kmsctl".to_string(), "--server".into(), server];
-            argv.extend(args);
-            let cli = kmsctl::cli::Cli::try_parse_from(&argv).expect("kmsctl arguments");
-            let mut out = Vec::new();
-            kmsctl::execute(&cli, &mut out)
-                .await
-                .unwrap_or_else(|e| panic!("kmsctl {argv:?}: {e}"));
-        }
-    };
     let key = format!("seat-limit.{group}");
-    ctl(vec!["config".into(), "set".into(), key.clone(), "2".into()]).await;
+    crate::admin::ctl_ok(&server, &["config", "set", &key, "2"]).await;
 
     activate(node.kms_addr(), &o10, &machine(&o10)).await;
     activate(node.kms_addr(), &o10, &machine(&o10)).await;
@@ -416,7 +403,7 @@ async fn group_seat_limits_are_exported_warned_and_enforced() {
     }
 
     // Removing the limit removes the series.
-    ctl(vec!["config".into(), "set".into(), key, "none".into()]).await;
+    crate::admin::ctl_ok(&server, &["config", "set", &key, "none"]).await;
     let m = node.metrics();
     assert!(
         !m.lines().any(|l| l.starts_with("kmsd_seat_limit{")),

@@ -122,7 +122,10 @@ fn admit<L: Ledger, O: HostObserver>(
     listen_port: u16,
     stop: watch::Receiver<bool>,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
-    let ip = peer.ip().to_canonical();
+    // An IPv4 client of a dual-stack listener arrives as an IPv4-mapped IPv6 address; it is
+    // admitted, logged and recorded as the IPv4 address it is.
+    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+    let ip = peer.ip();
     let s = &shared.settings;
     if !s.allow_clients.is_empty() && !s.allow_clients.iter().any(|n| n.contains(&ip)) {
         debug!(%peer, "client not in allowlist; closing");
@@ -259,9 +262,6 @@ async fn activate<L: Ledger, O: HostObserver>(
     peer: SocketAddr,
 ) -> Vec<u8> {
     let started = Instant::now();
-    // An IPv4 client of a dual-stack listener arrives as an IPv4-mapped IPv6 address; it is
-    // logged and recorded as the IPv4 address it is.
-    let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
     let syntax = match call.syntax() {
         rpc::Syntax::Ndr32 => "ndr32",
         rpc::Syntax::Ndr64 => "ndr64",

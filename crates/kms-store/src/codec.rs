@@ -82,12 +82,8 @@ pub fn decode_reader<T: DeserializeOwned, R: std::io::Read>(
     reader
         .read_exact(&mut version)
         .map_err(|e| StoreError::corrupt(what, e))?;
-    if version[0] != VALUE_V1 {
-        return Err(StoreError::UnsupportedValueVersion {
-            what,
-            version: version[0],
-        });
-    }
+    // The version byte alone: the same check as for an in-memory value.
+    payload(what, &version)?;
     let mut counted = CountingReader {
         inner: reader,
         read: 0,

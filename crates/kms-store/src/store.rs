@@ -221,12 +221,7 @@ impl Shared {
         let Some(manifest) = self.manifest()? else {
             return Ok(None);
         };
-        let data = std::fs::read(self.checkpoint_path(manifest.file_seq)).map_err(|e| {
-            StoreError::File {
-                what: "checkpoint",
-                source: e,
-            }
-        })?;
+        let data = std::fs::read(self.checkpoint_path(manifest.file_seq)).map_err(checkpoint_io)?;
         check_checkpoint(&manifest, data.len() as u64, crc32fast::hash(&data))?;
         Ok(Some((manifest, data)))
     }
@@ -240,20 +235,16 @@ impl Shared {
     /// the directory synced.
     pub(crate) fn write_checkpoint(&self, seq: u64, data: &[u8]) -> Result<(), StoreError> {
         use std::io::Write;
-        let io = |e| StoreError::File {
-            what: "checkpoint",
-            source: e,
-        };
-        std::fs::create_dir_all(&self.checkpoint_dir).map_err(io)?;
+        std::fs::create_dir_all(&self.checkpoint_dir).map_err(checkpoint_io)?;
         let tmp = self.checkpoint_dir.join(format!("state-{seq:016x}.tmp"));
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(data).map_err(io)?;
-        f.sync_all().map_err(io)?;
+        let mut f = std::fs::File::create(&tmp).map_err(checkpoint_io)?;
+        f.write_all(data).map_err(checkpoint_io)?;
+        f.sync_all().map_err(checkpoint_io)?;
         drop(f);
-        std::fs::rename(&tmp, self.checkpoint_path(seq)).map_err(io)?;
+        std::fs::rename(&tmp, self.checkpoint_path(seq)).map_err(checkpoint_io)?;
         std::fs::File::open(&self.checkpoint_dir)
             .and_then(|d| d.sync_all())
-            .map_err(io)
+            .map_err(checkpoint_io)
     }
 
     /// Delete every file of the checkpoint directory except checkpoint `keep` (files of
@@ -326,6 +317,14 @@ impl Shared {
     }
 }
 
+/// A checkpoint file's I/O error.
+fn checkpoint_io(source: std::io::Error) -> StoreError {
+    StoreError::File {
+        what: "checkpoint",
+        source,
+    }
+}
+
 /// Refuse checkpoint data whose length or CRC-32 differs from its manifest's.
 fn check_checkpoint(manifest: &Manifest, len: u64, crc32: u32) -> Result<(), StoreError> {
     if len != manifest.len {
@@ -353,10 +352,7 @@ pub(crate) struct CheckpointReader {
 
 impl CheckpointReader {
     pub(crate) fn open(path: &Path) -> Result<CheckpointReader, StoreError> {
-        let file = std::fs::File::open(path).map_err(|e| StoreError::File {
-            what: "checkpoint",
-            source: e,
-        })?;
+        let file = std::fs::File::open(path).map_err(checkpoint_io)?;
         Ok(CheckpointReader {
             file: std::io::BufReader::with_capacity(1 << 20, file),
             hasher: crc32fast::Hasher::new(),
@@ -366,10 +362,7 @@ impl CheckpointReader {
 
     /// Read what is left (nothing, after a whole decode) and check length and CRC-32.
     pub(crate) fn finish(mut self, manifest: &Manifest) -> Result<(), StoreError> {
-        std::io::copy(&mut self, &mut std::io::sink()).map_err(|e| StoreError::File {
-            what: "checkpoint",
-            source: e,
-        })?;
+        std::io::copy(&mut self, &mut std::io::sink()).map_err(checkpoint_io)?;
         check_checkpoint(manifest, self.len, self.hasher.finalize())
     }
 }

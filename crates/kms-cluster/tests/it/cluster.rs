@@ -351,13 +351,26 @@ async fn all_heartbeats_accepted(client: &mut kms_cluster::PeerClient, n: usize)
     );
 }
 
+/// Every answer of one raw `StreamAppend` call carrying `requests`.
+async fn all_answers(
+    raw: &mut kms_api::raft::v1::raft_peer_client::RaftPeerClient<tonic::transport::Channel>,
+    requests: impl futures::Stream<Item = kms_api::raft::v1::AppendEntriesRequest> + Send + 'static,
+) -> Vec<Result<kms_api::raft::v1::StreamAppendResponse, tonic::Status>> {
+    use futures::StreamExt as _;
+    raw.stream_append(requests)
+        .await
+        .expect("stream opened")
+        .into_inner()
+        .collect()
+        .await
+}
+
 /// Pipelined AppendEntries (`StreamAppend`): answers come back one per request, in order, both
 /// through the raw RPC and through the openraft network client; the first request's version
 /// is checked before the stream opens, and a later request in another version ends it with
 /// INVALID_ARGUMENT after the answers before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_append_answers_in_order_and_checks_versions() {
-    use futures::StreamExt as _;
     use kms_api::raft::v1 as pb;
     use kms_store::types::StreamAppendResult;
 
@@ -372,13 +385,7 @@ async fn stream_append_answers_in_order_and_checks_versions() {
     // Raw RPC, three requests: three answers.
     let mut raw = node.raw_client().await;
     let requests = futures::stream::iter((0..3).map(|_| message(WIRE_VERSION)).collect::<Vec<_>>());
-    let answers: Vec<_> = raw
-        .stream_append(requests)
-        .await
-        .expect("stream opened")
-        .into_inner()
-        .collect()
-        .await;
+    let answers = all_answers(&mut raw, requests).await;
     assert_eq!(answers.len(), 3, "{answers:?}");
     for a in answers {
         let a = a.expect("an answer");
@@ -402,13 +409,7 @@ async fn stream_append_answers_in_order_and_checks_versions() {
 
     // Another version mid-stream: the answers before it, then INVALID_ARGUMENT.
     let requests = futures::stream::iter([message(WIRE_VERSION), message(WIRE_VERSION + 7)]);
-    let answers: Vec<_> = raw
-        .stream_append(requests)
-        .await
-        .expect("stream opened")
-        .into_inner()
-        .collect()
-        .await;
+    let answers = all_answers(&mut raw, requests).await;
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert!(answers[0].is_ok());
     let e = answers[1]
