@@ -374,7 +374,7 @@ fn log_event(e: &ActivationEvent) {
         syntax = e.syntax,
         required_client_count = e.required_client_count,
         current_count = e.current_count,
-        workstation = %e.workstation,
+        workstation = e.workstation.as_str(),
         cmid = %e.client_machine_id,
         client_time = e.client_time,
         is_vm = e.is_vm,

@@ -1241,9 +1241,9 @@ impl Admin for AdminService {
         };
         let mut sub = self.events.subscribe(recent);
         let (tx, rx) = mpsc::channel(64);
-        let message = |e: Arc<pb::ActivationEvent>, missed: u64| pb::EventsResponse {
+        let message = |e: pb::ActivationEvent, missed: u64| pb::EventsResponse {
             version: ADMIN_API_VERSION,
-            event: Some((*e).clone()),
+            event: Some(e),
             missed,
         };
         tokio::spawn(async move {

@@ -35,12 +35,27 @@ pub struct EventHub {
 struct Inner {
     node_id: u64,
     ring: Mutex<Ring>,
-    live: broadcast::Sender<Arc<pb::ActivationEvent>>,
+    live: broadcast::Sender<Arc<Numbered>>,
 }
 
 struct Ring {
     next_sequence: u64,
-    events: VecDeque<Arc<pb::ActivationEvent>>,
+    events: VecDeque<Arc<Numbered>>,
+}
+
+/// An event as the hub keeps it: the listener's own form, numbered and stamped. It becomes a
+/// [`pb::ActivationEvent`] (a dozen strings) only when someone reads it, which most events
+/// never are: every activation passes through here.
+struct Numbered {
+    sequence: u64,
+    time_unix_ms: i64,
+    event: ActivationEvent,
+}
+
+impl Numbered {
+    fn to_proto(&self, node_id: u64) -> pb::ActivationEvent {
+        to_proto(&self.event, node_id, self.sequence, self.time_unix_ms)
+    }
 }
 
 impl std::fmt::Debug for EventHub {
@@ -56,9 +71,39 @@ impl std::fmt::Debug for EventHub {
 #[derive(Debug)]
 pub struct Subscription {
     /// The most recent events at the time of subscribing, oldest first.
-    pub recent: Vec<Arc<pb::ActivationEvent>>,
-    /// Every later event (see [`broadcast::Receiver`] for lagging).
-    pub live: broadcast::Receiver<Arc<pb::ActivationEvent>>,
+    pub recent: Vec<pb::ActivationEvent>,
+    /// Every later event.
+    pub live: LiveEvents,
+}
+
+/// The events published after a [`Subscription`] was taken.
+pub struct LiveEvents {
+    node_id: u64,
+    rx: broadcast::Receiver<Arc<Numbered>>,
+}
+
+impl std::fmt::Debug for LiveEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveEvents")
+            .field("node_id", &self.node_id)
+            .field("queued", &self.rx.len())
+            .finish()
+    }
+}
+
+impl LiveEvents {
+    /// The next event; `Lagged(n)` when this reader fell behind and lost `n` of them (see
+    /// [`broadcast::Receiver::recv`]).
+    pub async fn recv(&mut self) -> Result<pb::ActivationEvent, broadcast::error::RecvError> {
+        let e = self.rx.recv().await?;
+        Ok(e.to_proto(self.node_id))
+    }
+
+    /// The next event if one is queued.
+    pub fn try_recv(&mut self) -> Result<pb::ActivationEvent, broadcast::error::TryRecvError> {
+        let e = self.rx.try_recv()?;
+        Ok(e.to_proto(self.node_id))
+    }
 }
 
 impl EventHub {
@@ -82,6 +127,7 @@ impl EventHub {
         let time_unix_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let event = event.clone();
         let mut ring = self
             .inner
             .ring
@@ -89,28 +135,43 @@ impl EventHub {
             .unwrap_or_else(PoisonError::into_inner);
         let sequence = ring.next_sequence;
         ring.next_sequence += 1;
-        let e = Arc::new(to_proto(event, self.inner.node_id, sequence, time_unix_ms));
-        if ring.events.len() == RING_CAPACITY {
-            ring.events.pop_front();
-        }
+        let e = Arc::new(Numbered {
+            sequence,
+            time_unix_ms,
+            event,
+        });
+        let evicted = if ring.events.len() == RING_CAPACITY {
+            ring.events.pop_front()
+        } else {
+            None
+        };
         ring.events.push_back(e.clone());
         // Sent under the lock, so a subscriber sees every event exactly once: either in its
         // `recent` or on `live`. No receiver is not an error.
-        let _ = self.inner.live.send(e);
+        if self.inner.live.receiver_count() > 0 {
+            let _ = self.inner.live.send(e);
+        }
+        drop(ring);
+        drop(evicted); // freed outside the lock
     }
 
     /// The last `recent` events and a receiver of every later one.
     pub fn subscribe(&self, recent: usize) -> Subscription {
-        let ring = self
-            .inner
-            .ring
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let live = self.inner.live.subscribe();
-        let skip = ring.events.len().saturating_sub(recent);
+        let (kept, rx) = {
+            let ring = self
+                .inner
+                .ring
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let rx = self.inner.live.subscribe();
+            let skip = ring.events.len().saturating_sub(recent);
+            let kept: Vec<Arc<Numbered>> = ring.events.iter().skip(skip).cloned().collect();
+            (kept, rx)
+        };
+        let node_id = self.inner.node_id;
         Subscription {
-            recent: ring.events.iter().skip(skip).cloned().collect(),
-            live,
+            recent: kept.iter().map(|e| e.to_proto(node_id)).collect(),
+            live: LiveEvents { node_id, rx },
         }
     }
 

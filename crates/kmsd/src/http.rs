@@ -86,7 +86,7 @@ async fn readyz(State(s): State<HttpState>) -> Response {
 const RECENT_ON_PAGE: usize = 20;
 
 /// (year, month, day) of a day count since 1970-01-01 (proleptic Gregorian).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;

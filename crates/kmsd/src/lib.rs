@@ -12,6 +12,7 @@ mod grpc_auth;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+mod text_log;
 
 use std::future::Future;
 use std::net::SocketAddr;
