@@ -212,6 +212,7 @@ if [[ -n "${BASELINE:-}" ]]; then
         echo "# yardstick: bare TCP (scripts/tcp-baseline.c) on the same CPUs; per connection or request"
         baseline "tcp-accept-1-exchange-close" per-connection 1
         baseline "tcp-accept-2-exchanges-close" per-connection 2
+        baseline "tcp-accept-3-exchanges-close" per-connection 3
         baseline "tcp-keepalive-exchange" keepalive 1
     else
         log "gcc failed; no yardstick"

@@ -9,7 +9,13 @@
 //!
 //! The three protocol keys are expanded at compile time into [`V4_CIPHER`], [`V5_CIPHER`] and
 //! [`V6_CIPHER`]. Nothing here allocates except [`pkcs7_pad`] growing its `Vec`.
+//!
+//! On x86-64 CPUs with the AES instructions the block functions run on them (`aesni.rs`);
+//! elsewhere on the tables (`rijndael.rs`). Both give the same bytes (tested against each other
+//! and against the captured vectors).
 
+#[cfg(target_arch = "x86_64")]
+mod aesni;
 mod rijndael;
 mod tables;
 
@@ -70,12 +76,20 @@ impl Aes128 {
         if !rest.is_empty() {
             return Err(CryptoError::NotBlockAligned(buf.len()));
         }
+        #[cfg(target_arch = "x86_64")]
+        if aesni::cbc_encrypt(self.enc_keys(), iv, blocks) {
+            return Ok(());
+        }
+        self.cbc_encrypt_tables(iv, blocks);
+        Ok(())
+    }
+
+    fn cbc_encrypt_tables(&self, iv: &Block, blocks: &mut [Block]) {
         let mut chain = load(iv);
         for block in blocks {
             chain = self.encrypt_words(xor_words(chain, load(block)));
             store(chain, block);
         }
-        Ok(())
     }
 
     /// CBC-decrypt `buf` in place with `iv`. `buf.len()` must be a multiple of 16; the padding
@@ -85,19 +99,31 @@ impl Aes128 {
         if !rest.is_empty() {
             return Err(CryptoError::NotBlockAligned(buf.len()));
         }
+        #[cfg(target_arch = "x86_64")]
+        if aesni::cbc_decrypt(self.dec_keys(), iv, blocks) {
+            return Ok(());
+        }
+        self.cbc_decrypt_tables(iv, blocks);
+        Ok(())
+    }
+
+    fn cbc_decrypt_tables(&self, iv: &Block, blocks: &mut [Block]) {
         let mut prev = load(iv);
         for block in blocks {
             let cipher = load(block);
             store(xor_words(self.decrypt_words(cipher), prev), block);
             prev = cipher;
         }
-        Ok(())
     }
 
     /// D_K(x): a single raw block decryption (no chaining), as used for `D_K(IV)` in §5.9.
     #[inline]
     pub fn decrypt_copy(&self, block: &Block) -> Block {
         let mut b = *block;
+        #[cfg(target_arch = "x86_64")]
+        if aesni::decrypt_block(self.dec_keys(), &mut b) {
+            return b;
+        }
         self.decrypt_block(&mut b);
         b
     }
@@ -142,10 +168,6 @@ pub fn pkcs7_unpad(data: &[u8]) -> Result<&[u8], CryptoError> {
 /// multiple of 16 (at least one byte is always appended). Not CMAC.
 pub fn v4_mac(msg: &[u8]) -> Block {
     let (blocks, rest) = msg.as_chunks::<16>();
-    let mut x = [0u32; 4];
-    for block in blocks {
-        x = V4_CIPHER.encrypt_words(xor_words(x, load(block)));
-    }
     let mut last = [0u8; 16];
     if let Some(dst) = last.get_mut(..rest.len()) {
         dst.copy_from_slice(rest);
@@ -153,7 +175,18 @@ pub fn v4_mac(msg: &[u8]) -> Block {
     if let Some(b) = last.get_mut(rest.len()) {
         *b = 0x80;
     }
-    x = V4_CIPHER.encrypt_words(xor_words(x, load(&last)));
+    #[cfg(target_arch = "x86_64")]
+    if let Some(mac) = aesni::cbc_mac(V4_CIPHER.enc_keys(), blocks, &last) {
+        return mac;
+    }
+    v4_mac_tables(blocks, &last)
+}
+
+fn v4_mac_tables(blocks: &[Block], last: &Block) -> Block {
+    let mut x = [0u32; 4];
+    for block in blocks.iter().chain(std::iter::once(last)) {
+        x = V4_CIPHER.encrypt_words(xor_words(x, load(block)));
+    }
     let mut out = [0u8; 16];
     store(x, &mut out);
     out
@@ -255,6 +288,72 @@ mod tests {
                 0x92, 0xe9
             ]
         );
+    }
+
+    /// The AES instructions and the tables give the same bytes, for the three protocol
+    /// ciphers and for random keys (standard and v6-modified schedules), every block count up
+    /// to 9 (the four-block decryption groups and their tails) and random data.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn aes_instructions_match_the_tables() {
+        use proptest::prelude::*;
+        use proptest::test_runner::TestRunner;
+
+        if !aesni::available() {
+            // Nothing to compare: this CPU only ever uses the tables.
+            return;
+        }
+        let check = |c: &Aes128, iv: &Block, data: &[u8]| {
+            let mut blocks: Vec<Block> = data.as_chunks::<16>().0.to_vec();
+            let mut ni = blocks.clone();
+            c.cbc_encrypt_tables(iv, &mut blocks);
+            assert!(aesni::cbc_encrypt(c.enc_keys(), iv, &mut ni));
+            assert_eq!(ni, blocks, "CBC encryption");
+            let mut back = ni.clone();
+            c.cbc_decrypt_tables(iv, &mut blocks);
+            assert!(aesni::cbc_decrypt(c.dec_keys(), iv, &mut back));
+            assert_eq!(back, blocks, "CBC decryption");
+            assert_eq!(back.concat(), data, "round trip");
+            let mut one = *iv;
+            assert!(aesni::decrypt_block(c.dec_keys(), &mut one));
+            assert_eq!(one, {
+                let mut t = *iv;
+                c.decrypt_block(&mut t);
+                t
+            });
+        };
+        let mut runner = TestRunner::default();
+        runner
+            .run(
+                &(
+                    any::<[u8; 16]>(),
+                    any::<bool>(),
+                    any::<[u8; 16]>(),
+                    0usize..=9,
+                    proptest::collection::vec(any::<u8>(), 160),
+                ),
+                |(key, v6, iv, n, data)| {
+                    let c = if v6 {
+                        Aes128::new_kms_v6(&key)
+                    } else {
+                        Aes128::new(&key)
+                    };
+                    check(&c, &iv, &data[..16 * n]);
+                    for fixed in [&V5_CIPHER, &V6_CIPHER] {
+                        check(fixed, &iv, &data[..16 * n]);
+                    }
+                    let (blocks, rest) = data[..16 * n + n].as_chunks::<16>();
+                    let mut last = [0u8; 16];
+                    last[..rest.len()].copy_from_slice(rest);
+                    last[rest.len()] = 0x80;
+                    prop_assert_eq!(
+                        aesni::cbc_mac(V4_CIPHER.enc_keys(), blocks, &last),
+                        Some(v4_mac_tables(blocks, &last))
+                    );
+                    Ok(())
+                },
+            )
+            .unwrap();
     }
 
     #[test]

@@ -232,6 +232,16 @@ impl Aes128 {
         encrypt_with(&self.ek, s)
     }
 
+    /// The encryption round keys as big-endian column words.
+    pub(crate) fn enc_keys(&self) -> &[[u32; 4]; 11] {
+        &self.ek
+    }
+
+    /// The equivalent inverse cipher's round keys as big-endian column words.
+    pub(crate) fn dec_keys(&self) -> &[[u32; 4]; 11] {
+        &self.dk
+    }
+
     /// Decrypt one block given as big-endian column words.
     #[inline]
     pub(crate) fn decrypt_words(&self, s: [u32; 4]) -> [u32; 4] {
@@ -275,6 +285,11 @@ impl Rijndael160 {
     #[inline]
     pub(crate) fn encrypt_words(&self, s: [u32; 4]) -> [u32; 4] {
         encrypt_with(&self.ek, s)
+    }
+
+    /// The round keys as big-endian column words.
+    pub(crate) fn enc_keys(&self) -> &[[u32; 4]; 12] {
+        &self.ek
     }
 }
 
