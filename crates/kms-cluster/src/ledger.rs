@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kms_core::{ActivationInput, RecordOutcome, RecordRequest, State, decide};
 use kms_host::{Denial, Grant, Ledger, RequestMeta};
 use kms_store::StateMachineStore;
-use kms_wire::Hresult;
+use kms_wire::{Epid, Hresult};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::batcher::PendingRecord;
@@ -21,6 +21,33 @@ pub struct ClusterLedger {
     degraded: Arc<std::sync::atomic::AtomicBool>,
     records: mpsc::Sender<PendingRecord>,
     request_ids: Arc<AtomicU64>,
+    epid_texts: Arc<EpidTexts>,
+}
+
+/// The text of each ePID answered so far, so that a grant shares it instead of formatting it
+/// again. A host identity has one ePID per ePID group (a handful); a changed identity brings
+/// new ones, and the table starts over past [`EpidTexts::MAX`].
+#[derive(Debug, Default)]
+struct EpidTexts(std::sync::Mutex<Vec<(Epid, Arc<str>)>>);
+
+impl EpidTexts {
+    const MAX: usize = 64;
+
+    fn text(&self, epid: &Epid) -> Arc<str> {
+        let mut known = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((_, t)) = known.iter().find(|(e, _)| e == epid) {
+            return t.clone();
+        }
+        if known.len() >= Self::MAX {
+            known.clear();
+        }
+        let t: Arc<str> = epid.to_string().into();
+        known.push((epid.clone(), t.clone()));
+        t
+    }
 }
 
 /// What the state says about a request before anything is written.
@@ -44,6 +71,7 @@ impl ClusterLedger {
             degraded,
             records,
             request_ids,
+            epid_texts: Arc::default(),
         }
     }
 
@@ -70,7 +98,7 @@ impl ClusterLedger {
         };
         let cfg = s.config();
         let grant = Grant {
-            epid: epid.to_string(),
+            epid: self.epid_texts.text(epid),
             hwid: identity.hwid,
             current_count: 0,
             activation_interval: cfg.activation_interval_minutes,
@@ -194,5 +222,31 @@ impl Ledger for ClusterLedger {
                 self.answer_degraded(record, grant, meta.received_at).await
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epid_texts_are_formatted_once_and_shared() {
+        let texts = EpidTexts::default();
+        let epid: Epid = "06401-00206-271-298329-03-1033-9600.0000-0452015"
+            .parse()
+            .unwrap();
+        let a = texts.text(&epid);
+        assert_eq!(&*a, epid.to_string());
+        assert!(Arc::ptr_eq(&a, &texts.text(&epid)));
+        // Many different ePIDs (identity changes): the table stays bounded and stays right.
+        for key_id in 0..(3 * EpidTexts::MAX as u64) {
+            let other = Epid {
+                key_id,
+                ..epid.clone()
+            };
+            assert_eq!(&*texts.text(&other), other.to_string());
+        }
+        assert!(texts.0.lock().unwrap().len() <= EpidTexts::MAX);
+        assert_eq!(&*texts.text(&epid), epid.to_string());
     }
 }

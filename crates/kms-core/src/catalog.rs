@@ -28,7 +28,9 @@
 //! `2019/2021`) matches each alternative, so `Windows 11 Enterprise` finds the edition
 //! `Windows 10/11 Enterprise`.
 
+use std::collections::HashMap;
 use std::ops::RangeInclusive;
+use std::sync::LazyLock;
 
 use kms_wire::{FileTime, Guid};
 use serde::{Deserialize, Serialize};
@@ -306,14 +308,44 @@ pub fn vlmcsd_groups() -> &'static [VlmcsdGroup] {
     VLMCSD_GROUPS
 }
 
+/// Lookups by id, built on first use: every activation looks up its product group, edition
+/// and ePID group, and a scan of the 262 editions cost more than the rest of the decision.
+struct Index {
+    products: HashMap<KmsCountedId, &'static Product>,
+    skus: HashMap<SkuId, &'static Sku>,
+    /// [`epid_group_for`] of every catalog product group.
+    epid_groups: HashMap<KmsCountedId, u32>,
+}
+
+static INDEX: LazyLock<Index> = LazyLock::new(|| {
+    let mut products = HashMap::with_capacity(PRODUCTS.len());
+    for p in PRODUCTS {
+        // The first row wins, as a scan in file order would find it.
+        products.entry(p.kms_counted_id).or_insert(p);
+    }
+    let mut skus = HashMap::with_capacity(SKUS.len());
+    for s in SKUS {
+        skus.entry(s.sku_id).or_insert(s);
+    }
+    let epid_groups = PRODUCTS
+        .iter()
+        .map(|p| (p.kms_counted_id, epid_group_scan(p.kms_counted_id)))
+        .collect();
+    Index {
+        products,
+        skus,
+        epid_groups,
+    }
+});
+
 /// The product group with this KMS counted id.
 pub fn product(id: KmsCountedId) -> Option<&'static Product> {
-    PRODUCTS.iter().find(|p| p.kms_counted_id == id)
+    INDEX.products.get(&id).copied()
 }
 
 /// The edition with this SKU id.
 pub fn sku(id: SkuId) -> Option<&'static Sku> {
-    SKUS.iter().find(|s| s.sku_id == id)
+    INDEX.skus.get(&id).copied()
 }
 
 /// The host build with this build number.
@@ -349,10 +381,22 @@ fn vlmcsd_group(ini_name: &str) -> Option<&'static VlmcsdGroup> {
 
 /// The ePID group id a host answers requests for `id` with (see the module doc).
 pub fn epid_group_for(id: KmsCountedId) -> u32 {
+    match INDEX.epid_groups.get(&id) {
+        Some(&g) => g,
+        None => epid_group_scan(id),
+    }
+}
+
+/// [`epid_group_for`] from the tables themselves.
+fn epid_group_scan(id: KmsCountedId) -> u32 {
     if let Some(g) = preferred_csvlk(id).and_then(|c| c.group_id) {
         return g;
     }
-    let app = product(id).map_or(Application::Windows, |p| p.application);
+    // A scan, not `product`: this runs while the index is being built.
+    let app = PRODUCTS
+        .iter()
+        .find(|p| p.kms_counted_id == id)
+        .map_or(Application::Windows, |p| p.application);
     fallback_epid_group(app)
 }
 
@@ -754,5 +798,26 @@ mod tests {
         assert!(find_by_name("Windows 12 Enterprise").is_none());
         assert!(find_by_name("").is_none());
         assert!(!name_matches("Office 2013 / 2016", "Office 2013 2016"));
+    }
+
+    #[test]
+    fn indexed_lookups_agree_with_scans_of_the_tables() {
+        for p in PRODUCTS {
+            let scanned = PRODUCTS
+                .iter()
+                .find(|q| q.kms_counted_id == p.kms_counted_id);
+            assert_eq!(product(p.kms_counted_id), scanned);
+            assert_eq!(
+                epid_group_for(p.kms_counted_id),
+                epid_group_scan(p.kms_counted_id)
+            );
+        }
+        for s in SKUS {
+            assert_eq!(sku(s.sku_id), SKUS.iter().find(|t| t.sku_id == s.sku_id));
+        }
+        let unknown = Guid([0xEE; 16]);
+        assert_eq!(product(unknown), None);
+        assert_eq!(sku(unknown), None);
+        assert_eq!(epid_group_for(unknown), epid_group_scan(unknown));
     }
 }

@@ -20,8 +20,9 @@ pub struct RequestMeta {
 /// What the host answers a granted activation with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
-    /// The host ePID for the request's product group.
-    pub epid: String,
+    /// The host ePID for the request's product group (shared text: the same few ePIDs answer
+    /// every request).
+    pub epid: std::sync::Arc<str>,
     /// The cluster's hardware id (v6 responses).
     pub hwid: [u8; 8],
     /// The count reported to the client (includes the client itself).

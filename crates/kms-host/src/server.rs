@@ -89,6 +89,9 @@ async fn accept_loop<L: Ledger, O: HostObserver>(
     let mut conns = JoinSet::new();
     // Every accepted socket has the listener's port (asked once, not per connection).
     let listen_port = listener.local_addr().map(|a| a.port()).unwrap_or(1688);
+    // Whether accepted sockets already have TCP_NODELAY from the listener (Linux copies it;
+    // kmsd sets it on its listeners): asked of the first connection, then trusted.
+    let mut nodelay_inherited: Option<bool> = None;
     loop {
         tokio::select! {
             biased;
@@ -103,6 +106,11 @@ async fn accept_loop<L: Ledger, O: HostObserver>(
                         continue;
                     }
                 };
+                let inherited =
+                    *nodelay_inherited.get_or_insert_with(|| stream.nodelay().unwrap_or(false));
+                if !inherited {
+                    let _ = stream.set_nodelay(true);
+                }
                 if let Some(task) = admit(&shared, stream, peer, listen_port, stop.clone()) {
                     conns.spawn(task);
                 }
@@ -142,7 +150,6 @@ fn admit<L: Ledger, O: HostObserver>(
         shared.observer.connection_rejected("per_source");
         return None;
     };
-    let _ = stream.set_nodelay(true);
     let shared = shared.clone();
     Some(async move {
         shared.observer.connection_opened();
@@ -266,7 +273,7 @@ async fn activate<L: Ledger, O: HostObserver>(
         rpc::Syntax::Ndr32 => "ndr32",
         rpc::Syntax::Ndr64 => "ndr64",
     };
-    let decoded = match msg::decode_request(call.kms_message()) {
+    let mut decoded = match msg::decode_request(call.kms_message()) {
         Ok(d) => d,
         Err(e) => {
             let h = e.hresult();
@@ -275,9 +282,11 @@ async fn activate<L: Ledger, O: HostObserver>(
             return call.respond(Err(h));
         }
     };
-    let req: &ActivationRequest = &decoded.request;
     let now = FileTime::from_system_time(SystemTime::now());
-    let input = activation_input(req);
+    let input = activation_input(&decoded.request);
+    // The event takes the name (the response does not need it).
+    let workstation = std::mem::take(&mut decoded.request.workstation_name);
+    let req: &ActivationRequest = &decoded.request;
     let meta = RequestMeta {
         source: peer,
         received_at: now,
@@ -290,7 +299,7 @@ async fn activate<L: Ledger, O: HostObserver>(
         syntax,
         required_client_count: req.required_client_count,
         current_count: 0,
-        workstation: req.workstation_name.clone(),
+        workstation,
         client_machine_id: req.client_machine_id,
         client_time: req.request_time.0,
         is_vm: req.is_client_vm != 0,

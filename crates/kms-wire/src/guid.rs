@@ -10,8 +10,25 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 ///
 /// On the wire the first three groups are little-endian; use [`Guid::from_wire`] and
 /// [`Guid::to_wire`] to convert.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+///
+/// Ordered by its 16 bytes, lexicographically (compared as one big-endian 128-bit number,
+/// which is the same order and cheaper: client records are keyed by GUIDs).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct Guid(pub [u8; 16]);
+
+impl Ord for Guid {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        u128::from_be_bytes(self.0).cmp(&u128::from_be_bytes(other.0))
+    }
+}
+
+impl PartialOrd for Guid {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 /// The text form was not a GUID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -171,6 +188,19 @@ mod tests {
             let g = Guid(b);
             proptest::prop_assert_eq!(g.to_string(), want.clone());
             proptest::prop_assert_eq!(want.parse::<Guid>().unwrap(), g);
+        }
+
+        /// GUIDs order as their bytes do (stored client records depend on this order).
+        #[test]
+        fn order_is_the_byte_order(
+            a in proptest::prelude::any::<[u8; 16]>(),
+            b in proptest::prelude::any::<[u8; 16]>(),
+            same_prefix in 0usize..16,
+        ) {
+            let mut b = b;
+            b[..same_prefix].copy_from_slice(&a[..same_prefix]);
+            proptest::prop_assert_eq!(Guid(a).cmp(&Guid(b)), a.cmp(&b));
+            proptest::prop_assert_eq!(Guid(a).partial_cmp(&Guid(b)), Some(a.cmp(&b)));
         }
     }
 

@@ -46,6 +46,9 @@ fn bind_tcp_exact(addr: SocketAddr) -> std::io::Result<TcpListener> {
     }
     socket.set_reuse_address(true)?;
     socket.set_nonblocking(true)?;
+    // Every listener here serves request/response protocols. Linux gives accepted sockets
+    // the listener's TCP_NODELAY, so the KMS listener need not set it per connection.
+    let _ = socket.set_tcp_nodelay(true);
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
@@ -492,6 +495,20 @@ async fn wait_stop(mut rx: watch::Receiver<bool>) {
 mod tests {
     use super::*;
     use std::io;
+
+    /// The premise of the KMS listener not setting TCP_NODELAY per connection: accepted
+    /// sockets inherit it from kmsd's listeners (where they do not, kms-host sets it itself).
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_from_the_listener() {
+        let l = bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let port = l.local_addr().unwrap().port();
+        let _client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (accepted, _) = l.accept().await.unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 
     #[tokio::test]
     async fn wildcard_ipv6_listener_takes_ipv4_and_ipv6_clients() {

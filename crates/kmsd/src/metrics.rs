@@ -56,6 +56,31 @@ pub struct Metrics {
     pub raft_replication_lag: IntGaugeVec,
     /// kmsd_raft_leader_changes_total
     pub raft_leader_changes: prometheus::IntCounter,
+    /// The activation series already looked up (see [`ActivationSeries`]).
+    series: std::sync::Arc<ActivationSeries>,
+}
+
+/// Pool label values of `kmsd_activations_total`, in [`ActivationSeries`] order.
+const POOL_LABELS: [&str; 4] = ["windows", "office2010", "office2013", "none"];
+/// Protocol label values, in [`ActivationSeries`] order.
+const PROTOCOL_LABELS: [&str; 4] = ["4", "5", "6", "other"];
+/// Result label values (see [`result_label`]), in [`ActivationSeries`] order.
+const RESULT_LABELS: [&str; 6] = [
+    "success",
+    "invalid_data",
+    "product_refused",
+    "time_skew",
+    "not_activated",
+    "other_error",
+];
+
+/// The per-activation series, each looked up in its vector once (on first use, so a series
+/// appears in `/metrics` only once it has counted something) instead of hashing its labels
+/// for every activation.
+#[derive(Debug, Default)]
+struct ActivationSeries {
+    counters: [[[std::sync::OnceLock<prometheus::IntCounter>; 6]; 4]; 4],
+    durations: [std::sync::OnceLock<prometheus::Histogram>; 4],
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -243,6 +268,7 @@ impl Metrics {
             dns_dropped,
             raft_replication_lag,
             raft_leader_changes,
+            series: Default::default(),
         }
     }
 
@@ -272,17 +298,35 @@ impl HostObserver for Metrics {
     }
     fn activation(&self, e: &ActivationEvent) {
         let protocol = match e.protocol {
-            4 => "4",
-            5 => "5",
-            6 => "6",
-            _ => "other",
+            4 => 0,
+            5 => 1,
+            6 => 2,
+            _ => 3,
         };
         let result = result_label(e.hresult);
-        self.activations
-            .with_label_values(&[e.pool.unwrap_or("none"), protocol, result])
-            .inc();
-        self.activation_duration
-            .with_label_values(&[protocol])
+        let pool = e.pool.unwrap_or("none");
+        let slot = POOL_LABELS.iter().position(|p| *p == pool).and_then(|p| {
+            let r = RESULT_LABELS.iter().position(|r| *r == result)?;
+            Some(&self.series.counters[p][protocol][r])
+        });
+        match slot {
+            Some(c) => c
+                .get_or_init(|| {
+                    self.activations
+                        .with_label_values(&[pool, PROTOCOL_LABELS[protocol], result])
+                })
+                .inc(),
+            // A pool name this table does not know: look the series up every time.
+            None => self
+                .activations
+                .with_label_values(&[pool, PROTOCOL_LABELS[protocol], result])
+                .inc(),
+        }
+        self.series.durations[protocol]
+            .get_or_init(|| {
+                self.activation_duration
+                    .with_label_values(&[PROTOCOL_LABELS[protocol]])
+            })
             .observe(e.duration.as_secs_f64());
     }
 }
@@ -327,6 +371,58 @@ mod tests {
             "kmsd_degraded_journal_entries",
         ] {
             assert!(text.contains(name), "missing {name}");
+        }
+    }
+
+    #[test]
+    fn activation_events_count_in_their_series() {
+        let m = Metrics::new(1);
+        let event = |pool: Option<&'static str>, protocol: u16, hresult: u32| ActivationEvent {
+            event_id: 12290,
+            hresult,
+            protocol,
+            syntax: "ndr32",
+            required_client_count: 25,
+            current_count: 1,
+            workstation: "PC".into(),
+            client_machine_id: kms_wire::Guid([1; 16]),
+            client_time: 0,
+            is_vm: false,
+            license_status: 2,
+            binding_expiration: 0,
+            sku_id: kms_wire::Guid([2; 16]),
+            kms_counted_id: kms_wire::Guid([3; 16]),
+            application_id: kms_wire::Guid([4; 16]),
+            pool,
+            source: ([127, 0, 0, 1], 1).into(),
+            reason: None,
+            degraded: false,
+            duration: std::time::Duration::from_micros(100),
+        };
+        for _ in 0..3 {
+            m.activation(&event(Some("windows"), 6, 0));
+        }
+        m.activation(&event(Some("office2013"), 5, 0xC004_F06C));
+        m.activation(&event(None, 9, 0x8007_000D));
+        m.activation(&event(Some("elsewhere"), 4, 0x1234));
+        let count = |labels: &[&str]| m.activations.with_label_values(labels).get();
+        assert_eq!(count(&["windows", "6", "success"]), 3);
+        assert_eq!(count(&["office2013", "5", "time_skew"]), 1);
+        assert_eq!(count(&["none", "other", "invalid_data"]), 1);
+        assert_eq!(count(&["elsewhere", "4", "other_error"]), 1);
+        assert_eq!(count(&["windows", "5", "success"]), 0);
+        let observed = |p: &str| {
+            m.activation_duration
+                .with_label_values(&[p])
+                .get_sample_count()
+        };
+        assert_eq!(observed("6"), 3);
+        assert_eq!(observed("5"), 1);
+        assert_eq!(observed("other"), 1);
+        assert_eq!(observed("4"), 1);
+        // Result labels and the table agree.
+        for h in [0, 0x8007_000D, 0xC004_F042, 0xC004_F06C, 0xC004_F041, 1] {
+            assert!(RESULT_LABELS.contains(&result_label(h)));
         }
     }
 }

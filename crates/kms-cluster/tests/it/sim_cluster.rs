@@ -198,7 +198,7 @@ async fn thirty_clients_round_robin_see_one_count() {
     let epids: BTreeSet<String> = {
         let mut set = BTreeSet::new();
         for n in c.nodes.values() {
-            set.insert(activate(n, 1).await.unwrap().epid);
+            set.insert(activate(n, 1).await.unwrap().epid.to_string());
         }
         set
     };

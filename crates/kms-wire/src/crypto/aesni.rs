@@ -31,11 +31,13 @@ pub(super) fn available() -> bool {
 #[inline]
 #[target_feature(enable = "aes")]
 fn load(b: &Block) -> __m128i {
-    let [lo, hi] = [0, 8].map(|at| {
-        let mut half = [0u8; 8];
-        half.copy_from_slice(&b[at..at + 8]);
-        i64::from_le_bytes(half)
-    });
+    let (lo, hi) = b.split_at(8);
+    let half = |h: &[u8]| {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(h);
+        i64::from_le_bytes(x)
+    };
+    let (lo, hi) = (half(lo), half(hi));
     // Value-only intrinsic of SSE2, part of every x86-64 CPU.
     _mm_set_epi64x(hi, lo)
 }
@@ -61,7 +63,11 @@ fn key(k: &[u32; 4]) -> __m128i {
 #[inline]
 #[target_feature(enable = "aes")]
 fn keys<const N: usize>(ks: &[[u32; 4]; N]) -> [__m128i; N] {
-    ks.map(|k| key(&k))
+    let mut out = [_mm_set_epi64x(0, 0); N];
+    for (o, k) in out.iter_mut().zip(ks) {
+        *o = key(k);
+    }
+    out
 }
 
 #[inline]
@@ -101,15 +107,35 @@ fn cbc_decrypt_ni<const N: usize>(dk: &[[u32; 4]; N], iv: &Block, blocks: &mut [
     let (quads, rest) = blocks.as_chunks_mut::<4>();
     for q in quads {
         let c = [load(&q[0]), load(&q[1]), load(&q[2]), load(&q[3])];
-        let mut x = c.map(|c| _mm_xor_si128(c, k[0]));
+        let (mut x0, mut x1, mut x2, mut x3) = (
+            _mm_xor_si128(c[0], k[0]),
+            _mm_xor_si128(c[1], k[0]),
+            _mm_xor_si128(c[2], k[0]),
+            _mm_xor_si128(c[3], k[0]),
+        );
         for rk in &k[1..N - 1] {
-            x = x.map(|x| _mm_aesdec_si128(x, *rk));
+            x0 = _mm_aesdec_si128(x0, *rk);
+            x1 = _mm_aesdec_si128(x1, *rk);
+            x2 = _mm_aesdec_si128(x2, *rk);
+            x3 = _mm_aesdec_si128(x3, *rk);
         }
-        let p = x.map(|x| _mm_aesdeclast_si128(x, k[N - 1]));
-        store(_mm_xor_si128(p[0], prev), &mut q[0]);
-        store(_mm_xor_si128(p[1], c[0]), &mut q[1]);
-        store(_mm_xor_si128(p[2], c[1]), &mut q[2]);
-        store(_mm_xor_si128(p[3], c[2]), &mut q[3]);
+        let last = k[N - 1];
+        store(
+            _mm_xor_si128(_mm_aesdeclast_si128(x0, last), prev),
+            &mut q[0],
+        );
+        store(
+            _mm_xor_si128(_mm_aesdeclast_si128(x1, last), c[0]),
+            &mut q[1],
+        );
+        store(
+            _mm_xor_si128(_mm_aesdeclast_si128(x2, last), c[1]),
+            &mut q[2],
+        );
+        store(
+            _mm_xor_si128(_mm_aesdeclast_si128(x3, last), c[2]),
+            &mut q[3],
+        );
         prev = c[3];
     }
     for b in rest {
