@@ -10,6 +10,7 @@ pub mod config;
 pub mod events;
 mod grpc_auth;
 pub mod http;
+mod json_log;
 pub mod logging;
 pub mod metrics;
 mod text_log;

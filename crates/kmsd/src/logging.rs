@@ -17,6 +17,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::config::LogFormat;
+use crate::json_log::JsonEvent;
 use crate::text_log::{TextEvent, TextFields};
 
 /// How long the writer lets lines gather after the first one arrives.
@@ -40,7 +41,11 @@ pub fn init(format: LogFormat, filter: &str) -> LogGuard {
             .fmt_fields(TextFields)
             .event_format(TextEvent::new(ansi))
             .try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .event_format(JsonEvent::default())
+            .try_init(),
     };
     guard
 }

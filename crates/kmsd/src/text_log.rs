@@ -87,7 +87,7 @@ where
 }
 
 /// `2026-12-06T15:33:32.662627Z` (UTC, microseconds), as tracing-subscriber writes it.
-fn write_timestamp(w: &mut impl fmt::Write, now: std::time::SystemTime) -> fmt::Result {
+pub(crate) fn write_timestamp(w: &mut impl fmt::Write, now: std::time::SystemTime) -> fmt::Result {
     let d = now
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
