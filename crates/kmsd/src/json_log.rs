@@ -46,7 +46,7 @@ where
         event: &Event<'_>,
     ) -> fmt::Result {
         let meta = event.metadata();
-        if ctx.lookup_current().is_some() || meta.fields().field("log.target").is_some() {
+        if ctx.event_scope().is_some() || meta.fields().field("log.target").is_some() {
             return self.fallback.format_event(ctx, writer, event);
         }
         writer.write_str("{\"timestamp\":\"")?;
