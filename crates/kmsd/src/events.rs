@@ -256,34 +256,38 @@ impl<O: HostObserver> HostObserver for WithEvents<O> {
     }
 }
 
+/// Test support: a processed activation (a granted Windows v6 request) from workstation `ws`
+/// answered with `hresult`.
+#[cfg(test)]
+pub(crate) fn sample_event(ws: &str, hresult: u32) -> ActivationEvent {
+    ActivationEvent {
+        event_id: 12290,
+        hresult,
+        protocol: 6,
+        syntax: "ndr64",
+        required_client_count: 25,
+        current_count: 3,
+        workstation: ws.into(),
+        client_machine_id: kms_wire::Guid([1; 16]),
+        client_time: 1,
+        is_vm: false,
+        license_status: 2,
+        binding_expiration: 43200,
+        sku_id: kms_wire::Guid([2; 16]),
+        kms_counted_id: kms_wire::Guid([3; 16]),
+        application_id: kms_wire::Guid([4; 16]),
+        pool: Some("windows"),
+        source: ([127, 0, 0, 1], 5).into(),
+        reason: None,
+        degraded: false,
+        duration: std::time::Duration::from_micros(250),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::sample_event as event;
     use super::*;
-
-    fn event(ws: &str, hresult: u32) -> ActivationEvent {
-        ActivationEvent {
-            event_id: 12290,
-            hresult,
-            protocol: 6,
-            syntax: "ndr64",
-            required_client_count: 25,
-            current_count: 3,
-            workstation: ws.into(),
-            client_machine_id: kms_wire::Guid([1; 16]),
-            client_time: 1,
-            is_vm: false,
-            license_status: 2,
-            binding_expiration: 43200,
-            sku_id: kms_wire::Guid([2; 16]),
-            kms_counted_id: kms_wire::Guid([3; 16]),
-            application_id: kms_wire::Guid([4; 16]),
-            pool: Some("windows"),
-            source: ([127, 0, 0, 1], 5).into(),
-            reason: None,
-            degraded: false,
-            duration: std::time::Duration::from_micros(250),
-        }
-    }
 
     #[test]
     fn ring_keeps_the_last_events_and_live_gets_the_rest() {

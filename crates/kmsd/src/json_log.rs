@@ -16,7 +16,7 @@ use tracing_subscriber::fmt::format::{Format, Json, JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::text_log::write_timestamp;
+use crate::text_log::{Escaping, write_timestamp};
 
 /// The JSON log's [`FormatEvent`] (see the module doc). Use it with [`JsonFields`].
 #[derive(Debug)]
@@ -27,12 +27,18 @@ pub struct JsonEvent {
 impl Default for JsonEvent {
     fn default() -> JsonEvent {
         JsonEvent {
-            fallback: Format::default()
-                .json()
-                .flatten_event(true)
-                .with_target(false),
+            fallback: tracing_json(),
         }
     }
+}
+
+/// tracing-subscriber's own JSON formatter as kmsd configures it: fields at the top level, no
+/// target.
+fn tracing_json() -> Format<Json> {
+    Format::default()
+        .json()
+        .flatten_event(true)
+        .with_target(false)
 }
 
 impl<S> FormatEvent<S, JsonFields> for JsonEvent
@@ -131,7 +137,12 @@ impl Visit for JsonVisitor<'_, '_> {
             self.result = self
                 .out
                 .write_char('"')
-                .and_then(|()| write!(JsonEscaping(&mut *self.out), "{value:?}"))
+                .and_then(|()| {
+                    write!(
+                        Escaping::new(&mut *self.out, write_json_escaped),
+                        "{value:?}"
+                    )
+                })
                 .and_then(|()| self.out.write_char('"'));
         }
     }
@@ -172,46 +183,17 @@ fn write_json_escaped(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
     out.write_str(&s[clean_from..])
 }
 
-/// A writer that JSON-escapes everything written through it.
-struct JsonEscaping<'a, W: fmt::Write>(&'a mut W);
-
-impl<W: fmt::Write> fmt::Write for JsonEscaping<'_, W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_json_escaped(self.0, s)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
+    use crate::logging::capture::logged;
 
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
+    /// The objects `f` logs with `event`, one per line.
     fn lines<E>(event: E, f: impl Fn()) -> Vec<serde_json::Value>
     where
-        E: for<'w> FormatEvent<tracing_subscriber::Registry, JsonFields> + Send + Sync + 'static,
+        E: FormatEvent<tracing_subscriber::Registry, JsonFields> + Send + Sync + 'static,
     {
-        let capture = Capture::default();
-        let sink = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .fmt_fields(JsonFields::new())
-            .event_format(event)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        let text = logged(JsonFields::new(), event, f);
         assert!(text.ends_with('\n'));
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -228,13 +210,7 @@ mod tests {
             v
         };
         let ours = strip(lines(JsonEvent::default(), &f));
-        let default = strip(lines(
-            Format::default()
-                .json()
-                .flatten_event(true)
-                .with_target(false),
-            &f,
-        ));
+        let default = strip(lines(tracing_json(), &f));
         (ours, default)
     }
 
@@ -274,39 +250,23 @@ mod tests {
     /// The raw line, not only the object: the same keys in the same order.
     #[test]
     fn same_text_as_tracing_subscriber_after_the_timestamp() {
-        let raw = |json: bool| {
-            let capture = Capture::default();
-            let sink = capture.clone();
-            let b = tracing_subscriber::fmt()
-                .with_writer(move || sink.clone())
-                .json()
-                .flatten_event(true)
-                .with_target(false);
-            let log = || {
-                tracing::info!(
-                    event_id = 12290u32,
-                    hresult = format_args!("0x{:08X}", 0u32),
-                    workstation = "PC-1",
-                    cmid = %kms_wire::Guid([7; 16]),
-                    degraded = false,
-                    micros = 12u64,
-                    "activation request processed"
-                )
-            };
-            if json {
-                tracing::subscriber::with_default(
-                    b.event_format(JsonEvent::default()).finish(),
-                    log,
-                );
-            } else {
-                tracing::subscriber::with_default(b.finish(), log);
-            }
-            let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-            // {"timestamp":"2026-12-06T15:33:32.662627Z", is 43 characters.
-            text[43..].to_string()
+        let log = || {
+            tracing::info!(
+                event_id = 12290u32,
+                hresult = format_args!("0x{:08X}", 0u32),
+                workstation = "PC-1",
+                cmid = %kms_wire::Guid([7; 16]),
+                degraded = false,
+                micros = 12u64,
+                "activation request processed"
+            )
         };
-        assert_eq!(raw(true), raw(false));
-        assert!(raw(true).starts_with(
+        // {"timestamp":"2026-12-06T15:33:32.662627Z", is 43 characters.
+        let after_timestamp = |text: String| text[43..].to_string();
+        let ours = after_timestamp(logged(JsonFields::new(), JsonEvent::default(), log));
+        let default = after_timestamp(logged(JsonFields::new(), tracing_json(), log));
+        assert_eq!(ours, default);
+        assert!(ours.starts_with(
             "\"level\":\"INFO\",\"message\":\"activation request processed\",\"event_id\":12290,"
         ));
     }

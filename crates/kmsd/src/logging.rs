@@ -201,12 +201,16 @@ impl Drop for LogGuard {
     }
 }
 
+/// Test support shared by the log modules: an output that keeps what is written, and what a
+/// subscriber with given formatters writes there.
 #[cfg(test)]
-mod tests {
+pub(crate) mod capture {
     use super::*;
+    use tracing_subscriber::fmt::{FormatEvent, FormatFields};
 
+    /// Keeps every byte written to it (clones share the bytes).
     #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
+    pub(crate) struct Capture(Arc<Mutex<Vec<u8>>>);
 
     impl Write for Capture {
         fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
@@ -218,9 +222,36 @@ mod tests {
         }
     }
 
-    fn text(c: &Capture) -> String {
-        String::from_utf8(lock(&c.0).clone()).unwrap()
+    impl Capture {
+        /// Everything written so far.
+        pub(crate) fn text(&self) -> String {
+            String::from_utf8(lock(&self.0).clone()).unwrap()
+        }
     }
+
+    /// What `f` logs through a subscriber (colours off) with these field and event formatters.
+    pub(crate) fn logged<N, E>(fields: N, event: E, f: impl FnOnce()) -> String
+    where
+        N: for<'w> FormatFields<'w> + Send + Sync + 'static,
+        E: FormatEvent<tracing_subscriber::Registry, N> + Send + Sync + 'static,
+    {
+        let capture = Capture::default();
+        let sink = capture.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .fmt_fields(fields)
+            .event_format(event)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        capture.text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::capture::Capture;
+    use super::*;
 
     #[test]
     fn lines_from_many_threads_come_out_whole_in_order_and_flush_writes_them() {
@@ -242,7 +273,7 @@ mod tests {
             s.join().unwrap();
         }
         guard.flush();
-        let text = text(&capture);
+        let text = capture.text();
         assert_eq!(text.lines().count(), 10_000);
         for t in 0..4 {
             let mine: Vec<usize> = text
@@ -264,7 +295,7 @@ mod tests {
         let (writer, _guard) = Buffered::start(Box::new(capture.clone()));
         writeln!(writer.make_writer(), "kmsd serving").unwrap();
         let start = std::time::Instant::now();
-        while !text(&capture).contains("kmsd serving") {
+        while !capture.text().contains("kmsd serving") {
             assert!(
                 start.elapsed() < Duration::from_secs(10),
                 "line never written"
@@ -280,6 +311,6 @@ mod tests {
         let big = "x".repeat(MAX_BUFFERED);
         writeln!(writer.make_writer(), "{big}").unwrap();
         // Written out by the logger itself, within its own call: no wait for the writer thread.
-        assert_eq!(text(&capture).len(), MAX_BUFFERED + 1);
+        assert_eq!(capture.text().len(), MAX_BUFFERED + 1);
     }
 }

@@ -5,6 +5,7 @@ use prometheus::{
     TextEncoder,
 };
 
+use kms_core::Pool;
 use kms_host::{ActivationEvent, HostObserver};
 
 /// Every metric the node exports.
@@ -60,8 +61,6 @@ pub struct Metrics {
     series: std::sync::Arc<ActivationSeries>,
 }
 
-/// Pool label values of `kmsd_activations_total`, in [`ActivationSeries`] order.
-const POOL_LABELS: [&str; 4] = ["windows", "office2010", "office2013", "none"];
 /// Protocol label values, in [`ActivationSeries`] order.
 const PROTOCOL_LABELS: [&str; 4] = ["4", "5", "6", "other"];
 /// Result label values (see [`result_label`]), in [`ActivationSeries`] order.
@@ -76,11 +75,12 @@ const RESULT_LABELS: [&str; 6] = [
 
 /// The per-activation series, each looked up in its vector once (on first use, so a series
 /// appears in `/metrics` only once it has counted something) instead of hashing its labels
-/// for every activation.
+/// for every activation. Pools in [`Pool::ALL`] order, then "none".
 #[derive(Debug, Default)]
 struct ActivationSeries {
-    counters: [[[std::sync::OnceLock<prometheus::IntCounter>; 6]; 4]; 4],
-    durations: [std::sync::OnceLock<prometheus::Histogram>; 4],
+    counters: [[[std::sync::OnceLock<prometheus::IntCounter>; RESULT_LABELS.len()];
+        PROTOCOL_LABELS.len()]; Pool::ALL.len() + 1],
+    durations: [std::sync::OnceLock<prometheus::Histogram>; PROTOCOL_LABELS.len()],
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -303,12 +303,14 @@ impl HostObserver for Metrics {
             6 => 2,
             _ => 3,
         };
-        let result = result_label(e.hresult);
+        let result = result_index(e.hresult);
         let pool = e.pool.unwrap_or("none");
-        let slot = POOL_LABELS.iter().position(|p| *p == pool).and_then(|p| {
-            let r = RESULT_LABELS.iter().position(|r| *r == result)?;
-            Some(&self.series.counters[p][protocol][r])
-        });
+        let pool_slot = match e.pool {
+            None => Some(Pool::ALL.len()),
+            Some(name) => Pool::ALL.iter().position(|p| p.name() == name),
+        };
+        let slot = pool_slot.map(|p| &self.series.counters[p][protocol][result]);
+        let result = RESULT_LABELS[result];
         match slot {
             Some(c) => c
                 .get_or_init(|| {
@@ -342,13 +344,18 @@ impl kms_dns::DnsObserver for Metrics {
 
 /// A bounded set of result labels (HRESULTs are not free-form label values).
 pub fn result_label(hresult: u32) -> &'static str {
+    RESULT_LABELS[result_index(hresult)]
+}
+
+/// The position of `hresult`'s label in [`RESULT_LABELS`].
+fn result_index(hresult: u32) -> usize {
     match hresult {
-        0 => "success",
-        0x8007_000D => "invalid_data",
-        0xC004_F042 => "product_refused",
-        0xC004_F06C => "time_skew",
-        0xC004_F041 => "not_activated",
-        _ => "other_error",
+        0 => 0,
+        0x8007_000D => 1,
+        0xC004_F042 => 2,
+        0xC004_F06C => 3,
+        0xC004_F041 => 4,
+        _ => 5,
     }
 }
 
@@ -378,36 +385,23 @@ mod tests {
     fn activation_events_count_in_their_series() {
         let m = Metrics::new(1);
         let event = |pool: Option<&'static str>, protocol: u16, hresult: u32| ActivationEvent {
-            event_id: 12290,
-            hresult,
-            protocol,
-            syntax: "ndr32",
-            required_client_count: 25,
-            current_count: 1,
-            workstation: "PC".into(),
-            client_machine_id: kms_wire::Guid([1; 16]),
-            client_time: 0,
-            is_vm: false,
-            license_status: 2,
-            binding_expiration: 0,
-            sku_id: kms_wire::Guid([2; 16]),
-            kms_counted_id: kms_wire::Guid([3; 16]),
-            application_id: kms_wire::Guid([4; 16]),
             pool,
-            source: ([127, 0, 0, 1], 1).into(),
-            reason: None,
-            degraded: false,
-            duration: std::time::Duration::from_micros(100),
+            protocol,
+            ..crate::events::sample_event("PC", hresult)
         };
         for _ in 0..3 {
             m.activation(&event(Some("windows"), 6, 0));
         }
-        m.activation(&event(Some("office2013"), 5, 0xC004_F06C));
+        m.activation(&event(Some("office2013plus"), 5, 0xC004_F06C));
         m.activation(&event(None, 9, 0x8007_000D));
         m.activation(&event(Some("elsewhere"), 4, 0x1234));
         let count = |labels: &[&str]| m.activations.with_label_values(labels).get();
         assert_eq!(count(&["windows", "6", "success"]), 3);
-        assert_eq!(count(&["office2013", "5", "time_skew"]), 1);
+        assert_eq!(count(&["office2013plus", "5", "time_skew"]), 1);
+        // Every pool's series is kept after its first use (the unknown name is not).
+        assert!(m.series.counters[0][2][0].get().is_some());
+        assert!(m.series.counters[2][1][3].get().is_some());
+        assert!(m.series.counters[3][3][1].get().is_some());
         assert_eq!(count(&["none", "other", "invalid_data"]), 1);
         assert_eq!(count(&["elsewhere", "4", "other_error"]), 1);
         assert_eq!(count(&["windows", "5", "success"]), 0);

@@ -196,7 +196,7 @@ impl Visit for TextVisitor<'_> {
         if self.start(field).is_none() {
             return;
         }
-        let mut out = Escaping(&mut self.out);
+        let mut out = Escaping::new(&mut self.out, write_escaped);
         let mut r = write!(out, "{value}");
         let mut source = value.source();
         if source.is_some() {
@@ -217,7 +217,7 @@ impl Visit for TextVisitor<'_> {
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
         if self.start(field).is_some() {
-            self.result = write!(Escaping(&mut self.out), "{value:?}");
+            self.result = write!(Escaping::new(&mut self.out, write_escaped), "{value:?}");
         }
     }
 }
@@ -280,65 +280,56 @@ fn write_quoted(out: &mut impl fmt::Write, s: &str) -> fmt::Result {
     }
     let mut clean_from = 0;
     for (i, c) in s.char_indices() {
-        let quote = matches!(c, '"' | '\\');
-        if quote || escape(c).is_some() {
-            out.write_str(&s[clean_from..i])?;
-            match escape(c) {
-                Some(e) => write!(out, "{e}")?,
-                None => {
-                    out.write_char('\\')?;
-                    out.write_char(c)?;
-                }
-            }
-            clean_from = i + c.len_utf8();
+        let escaped = escape(c);
+        if escaped.is_none() && !matches!(c, '"' | '\\') {
+            continue;
         }
+        out.write_str(&s[clean_from..i])?;
+        match escaped {
+            Some(e) => write!(out, "{e}")?,
+            None => {
+                out.write_char('\\')?;
+                out.write_char(c)?;
+            }
+        }
+        clean_from = i + c.len_utf8();
     }
     out.write_str(&s[clean_from..])?;
     out.write_char('"')
 }
 
-/// A writer that escapes control characters in everything written through it.
-struct Escaping<'a, W: fmt::Write>(&'a mut W);
+/// A writer that passes everything written through it to `escape` (the text log's
+/// [`write_escaped`], the JSON log's string escaping), for values formatted with `core::fmt`.
+pub(crate) struct Escaping<'a, W: fmt::Write> {
+    out: &'a mut W,
+    escape: fn(&mut W, &str) -> fmt::Result,
+}
+
+impl<'a, W: fmt::Write> Escaping<'a, W> {
+    pub(crate) fn new(out: &'a mut W, escape: fn(&mut W, &str) -> fmt::Result) -> Self {
+        Escaping { out, escape }
+    }
+}
 
 impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        write_escaped(self.0, s)
+        (self.escape)(self.out, s)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Capture(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Capture {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::logging::capture::logged;
 
     /// The line `f` logs, through a text subscriber with [`TextFields`] (no time, no level).
     fn line(f: impl FnOnce()) -> String {
-        let capture = Capture::default();
-        let sink = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .with_ansi(false)
+        let format = Format::default()
             .without_time()
             .with_level(false)
             .with_target(false)
-            .fmt_fields(TextFields)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = capture.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
+            .with_ansi(false);
+        logged(TextFields, format, f)
     }
 
     #[derive(Debug)]
@@ -384,23 +375,6 @@ mod tests {
         );
     }
 
-    /// What `f` logs through a text subscriber with `event` as its event formatter.
-    fn full_line<E>(event: E, f: impl FnOnce()) -> String
-    where
-        E: for<'w> FormatEvent<tracing_subscriber::Registry, TextFields> + Send + Sync + 'static,
-    {
-        let capture = Capture::default();
-        let sink = capture.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_writer(move || sink.clone())
-            .fmt_fields(TextFields)
-            .event_format(event)
-            .finish();
-        tracing::subscriber::with_default(subscriber, f);
-        let bytes = capture.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
-
     #[test]
     fn event_lines_match_the_default_format_with_spans_and_levels() {
         let log = || {
@@ -411,8 +385,12 @@ mod tests {
             tracing::warn!(peer = 3u64, "lagging");
             tracing::error!("gone");
         };
-        let ours = full_line(TextEvent::new(false), log);
-        let default = full_line(Format::default().with_target(false).with_ansi(false), log);
+        let ours = logged(TextFields, TextEvent::new(false), log);
+        let default = logged(
+            TextFields,
+            Format::default().with_target(false).with_ansi(false),
+            log,
+        );
         // Equal after each line's timestamp (27 characters), which differs by the microsecond.
         let strip = |s: &str| -> Vec<String> { s.lines().map(|l| l[27..].to_string()).collect() };
         assert_eq!(strip(&ours), strip(&default));

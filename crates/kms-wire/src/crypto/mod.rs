@@ -69,13 +69,19 @@ fn xor_words(a: [u32; 4], b: [u32; 4]) -> [u32; 4] {
     [a[0] ^ b[0], a[1] ^ b[1], a[2] ^ b[2], a[3] ^ b[3]]
 }
 
+/// `buf` as 16-byte blocks; an error unless its length is a multiple of 16.
+fn whole_blocks(buf: &mut [u8]) -> Result<&mut [Block], CryptoError> {
+    let len = buf.len();
+    match buf.as_chunks_mut::<16>() {
+        (blocks, []) => Ok(blocks),
+        _ => Err(CryptoError::NotBlockAligned(len)),
+    }
+}
+
 impl Aes128 {
     /// CBC-encrypt `buf` in place with `iv`. `buf.len()` must be a multiple of 16 (pad first).
     pub fn cbc_encrypt(&self, iv: &Block, buf: &mut [u8]) -> Result<(), CryptoError> {
-        let (blocks, rest) = buf.as_chunks_mut::<16>();
-        if !rest.is_empty() {
-            return Err(CryptoError::NotBlockAligned(buf.len()));
-        }
+        let blocks = whole_blocks(buf)?;
         #[cfg(target_arch = "x86_64")]
         if aesni::cbc_encrypt(self.enc_keys(), iv, blocks) {
             return Ok(());
@@ -95,10 +101,7 @@ impl Aes128 {
     /// CBC-decrypt `buf` in place with `iv`. `buf.len()` must be a multiple of 16; the padding
     /// is left in place (see [`pkcs7_unpad`]).
     pub fn cbc_decrypt(&self, iv: &Block, buf: &mut [u8]) -> Result<(), CryptoError> {
-        let (blocks, rest) = buf.as_chunks_mut::<16>();
-        if !rest.is_empty() {
-            return Err(CryptoError::NotBlockAligned(buf.len()));
-        }
+        let blocks = whole_blocks(buf)?;
         #[cfg(target_arch = "x86_64")]
         if aesni::cbc_decrypt(self.dec_keys(), iv, blocks) {
             return Ok(());
