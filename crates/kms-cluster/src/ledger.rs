@@ -1,6 +1,7 @@
 //! [`ClusterLedger`]: decides against the replicated state, records new clients through Raft.
 
 use std::sync::Arc;
+use std::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use kms_core::{ActivationInput, RecordOutcome, RecordRequest, State, decide};
@@ -22,6 +23,8 @@ pub struct ClusterLedger {
     records: mpsc::Sender<PendingRecord>,
     request_ids: Arc<AtomicU64>,
     epid_texts: Arc<EpidTexts>,
+    /// How long a request waits for a host identity the cluster has not applied yet.
+    identity_wait: Duration,
 }
 
 /// The text of each ePID answered so far, so that a grant shares it instead of formatting it
@@ -53,6 +56,8 @@ impl EpidTexts {
 /// What the state says about a request before anything is written.
 enum Plan {
     Refuse(Denial),
+    /// The cluster has not applied a host identity (for this product group) yet.
+    NoIdentity(&'static str),
     Answer(Grant),
     Record(RecordRequest, Grant),
 }
@@ -64,8 +69,10 @@ impl ClusterLedger {
         degraded: Arc<std::sync::atomic::AtomicBool>,
         records: mpsc::Sender<PendingRecord>,
         request_ids: Arc<AtomicU64>,
+        identity_wait: Duration,
     ) -> ClusterLedger {
         ClusterLedger {
+            identity_wait,
             sm,
             journal,
             degraded,
@@ -90,11 +97,7 @@ impl ClusterLedger {
         };
         let (Some(identity), Some(epid)) = (s.identity(), s.identity_for(input.kms_counted_id))
         else {
-            return Plan::Refuse(Denial {
-                hresult: Hresult::KMS_NOT_ACTIVATED,
-                reason: "the cluster has no host identity for this product group yet".into(),
-                pool: Some(pool.name()),
-            });
+            return Plan::NoIdentity(pool.name());
         };
         let cfg = s.config();
         let grant = Grant {
@@ -159,9 +162,26 @@ impl ClusterLedger {
 
 impl Ledger for ClusterLedger {
     async fn activate(&self, input: ActivationInput, meta: RequestMeta) -> Result<Grant, Denial> {
-        let plan = self.sm.read(|s| self.plan(s, &input, &meta));
+        let mut plan = self.sm.read(|s| self.plan(s, &input, &meta));
+        if let Plan::NoIdentity(_) = plan {
+            // A cluster formed a moment ago commits its identity right after the election: wait
+            // for it (up to the commit timeout) instead of refusing the first clients, which
+            // would then wait their whole activation interval before trying again.
+            let deadline = tokio::time::Instant::now() + self.identity_wait;
+            while matches!(plan, Plan::NoIdentity(_)) && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                plan = self.sm.read(|s| self.plan(s, &input, &meta));
+            }
+        }
         let (record, mut grant) = match plan {
             Plan::Refuse(d) => return Err(d),
+            Plan::NoIdentity(pool) => {
+                return Err(Denial {
+                    hresult: Hresult::KMS_NOT_ACTIVATED,
+                    reason: "the cluster has no host identity for this product group yet".into(),
+                    pool: Some(pool),
+                });
+            }
             Plan::Answer(mut g) => {
                 if !self.journal.is_empty() {
                     // Journaled clients are not in the state yet: count them too.

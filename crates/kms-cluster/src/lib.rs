@@ -18,6 +18,17 @@ pub const EVENT_DEGRADED_ENTER: u32 = 40010;
 pub const EVENT_DEGRADED_LEAVE: u32 = 40011;
 /// Event id logged when the cluster membership changes.
 pub const EVENT_MEMBERSHIP: u32 = 40020;
+/// Event id logged once when a peer stops answering (warn) and once when it answers again
+/// (info, with the outage's length).
+pub const EVENT_PEER_UNREACHABLE: u32 = 40040;
+/// Event id logged when a peer answers again after an outage.
+pub const EVENT_PEER_REACHABLE: u32 = 40041;
+/// Event id logged by the leader when replication to a reachable peer makes no progress.
+pub const EVENT_REPLICATION_STALLED: u32 = 40042;
+/// Event id logged when a leader loses contact with its quorum (it stops acting as leader).
+pub const EVENT_QUORUM_LOST: u32 = 40043;
+/// Event id logged when the node's storage fails (writes stop) or recovers.
+pub const EVENT_STORAGE_FAILED: u32 = 40050;
 
 mod batcher;
 mod degraded;
@@ -35,5 +46,5 @@ pub use network::{
     ForwardError, ForwardedWrite, PeerClient, PeerError, PeerNetwork, PeerNetworkConfig, PeerProbe,
 };
 pub use node::{ClusterError, MemberStatus, Node, NodeSettings, NodeStatus, PoolStatus};
-pub use view::{NoProbe, Probe, ProbeFuture};
+pub use view::{NoProbe, PeerContact, Probe, ProbeAnswer, ProbeFuture};
 pub use writer::{Forward, ForwardFuture, ForwardResult, NoForward, WriteError, Writer};

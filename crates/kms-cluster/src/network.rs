@@ -45,7 +45,7 @@ use tracing::{debug, info};
 
 use crate::grpc::MAX_MESSAGE_BYTES;
 use crate::grpc::wire::{self, WIRE_VERSION, WireError, decode, encode};
-use crate::view::{Probe, ProbeFuture};
+use crate::view::{Probe, ProbeAnswer, ProbeFuture};
 use crate::writer::{Forward, ForwardFuture, ForwardResult};
 
 /// openraft's answer to a TransferLeader message.
@@ -196,6 +196,14 @@ pub struct PeerProbe {
     pub grpc_addr: String,
     /// The peer's KMS address.
     pub kms_addr: String,
+    /// Why the peer's Raft core stopped; empty while it runs.
+    pub raft_stopped: String,
+    /// The peer is in the membership it has applied.
+    pub is_member: bool,
+    /// The peer's normalized `--initial-cluster` (empty: none, or a kmsd that does not say).
+    pub initial_cluster: String,
+    /// The peer's store holds a cluster.
+    pub initialized: bool,
 }
 
 impl PeerProbe {
@@ -223,6 +231,11 @@ impl PeerProbe {
             role,
             grpc_addr: p.grpc_address,
             kms_addr: p.kms_address,
+            raft_stopped: p.raft_stopped,
+            // A kmsd from before these fields says neither; it served while it answered.
+            is_member: p.is_member || !p.initialized,
+            initial_cluster: p.initial_cluster,
+            initialized: p.initialized,
         }
     }
 }
@@ -242,6 +255,71 @@ struct Shared {
     config: PeerNetworkConfig,
     tls: Option<ClientTlsConfig>,
     channels: Mutex<HashMap<(ChannelKind, String), Channel>>,
+    /// Reachability of each peer address, shared by every client of that address.
+    links: Mutex<HashMap<String, Arc<Mutex<Link>>>>,
+}
+
+/// Longest a peer that stopped answering is left alone between two attempts of a Raft call.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
+/// First wait after a peer stopped answering; doubled per failed attempt up to
+/// [`MAX_RETRY_DELAY`].
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
+/// A peer that answered anything within this long is not considered down on a timeout (a
+/// slow answer under load is not an outage).
+const RECENT_ANSWER: Duration = Duration::from_secs(1);
+
+/// What the transport knows of one peer address: when it last answered and, while it does not,
+/// when the next Raft call may try it again. Openraft retries heartbeats, votes and
+/// replication on its own schedule (heartbeats every 150 ms); while a peer is down those calls
+/// fail at once, without a connection attempt, until `retry_at` — so a node that stays down
+/// costs the others (almost) nothing. Health probes are never held back: a probe that is
+/// answered reopens the gate at once.
+#[derive(Debug, Default)]
+struct Link {
+    /// The last answer of any kind (an error status is an answer too).
+    last_answer: Option<Instant>,
+    /// Failed attempts since the last answer.
+    failures: u32,
+    /// Raft calls fail at once until then.
+    retry_at: Option<Instant>,
+}
+
+impl Link {
+    /// Record the outcome of a call.
+    fn record<T>(&mut self, result: &Result<T, PeerError>) {
+        let now = Instant::now();
+        match result {
+            Ok(_) | Err(PeerError::Refused { .. } | PeerError::Protocol { .. }) => {
+                self.last_answer = Some(now);
+                self.failures = 0;
+                self.retry_at = None;
+            }
+            Err(PeerError::Unreachable { .. }) => self.failed(now),
+            // A timeout counts only when the peer has not answered anything recently.
+            Err(PeerError::Timeout { .. })
+                if self.last_answer.is_none_or(|t| now - t > RECENT_ANSWER) =>
+            {
+                self.failed(now)
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn failed(&mut self, now: Instant) {
+        self.failures = self.failures.saturating_add(1);
+        let delay = FIRST_RETRY_DELAY
+            .saturating_mul(1u32 << self.failures.saturating_sub(1).min(8))
+            .min(MAX_RETRY_DELAY);
+        self.retry_at = Some(now + delay);
+    }
+
+    /// Whether a Raft call may try the peer now; if not, how long until it may.
+    fn gate(&self) -> Result<(), Duration> {
+        match self.retry_at {
+            Some(at) if at > Instant::now() => Err(at - Instant::now()),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// The peer transport of one node: openraft's network factory, the node's leader forwarder and
@@ -261,6 +339,7 @@ impl PeerNetwork {
                 config,
                 tls,
                 channels: Mutex::new(HashMap::new()),
+                links: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -292,10 +371,22 @@ impl PeerNetwork {
         Ok(channel)
     }
 
+    /// The shared reachability record of `addr`.
+    fn link(&self, addr: &str) -> Arc<Mutex<Link>> {
+        self.shared
+            .links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(addr.to_string())
+            .or_default()
+            .clone()
+    }
+
     fn client_with(&self, kind: ChannelKind, target: NodeId, addr: &str) -> PeerClient {
         PeerClient {
             target,
             addr: addr.to_string(),
+            link: self.link(addr),
             local_id: self.shared.local_id,
             config: self.shared.config.clone(),
             channel: self.channel(kind, addr),
@@ -423,10 +514,20 @@ impl Probe for PeerNetwork {
         Box::pin(async move {
             match network.probe(&info.grpc_addr).await {
                 // Someone else answering at that address is not `target`.
-                Ok(p) => p.node_id == target,
+                Ok(p) if p.node_id == target => Some(ProbeAnswer {
+                    applied_index: p.last_applied_index,
+                    serving: p.raft_stopped.is_empty() && p.is_member,
+                    initialized: p.initialized,
+                    initial_cluster: (!p.initial_cluster.is_empty())
+                        .then(|| p.initial_cluster.as_str().into()),
+                }),
+                Ok(p) => {
+                    debug!(target, answered = p.node_id, "probe answered by another node");
+                    None
+                }
                 Err(e) => {
                     debug!(target, error = %e, "probe failed");
-                    false
+                    None
                 }
             }
         })
@@ -442,6 +543,8 @@ pub struct PeerClient {
     config: PeerNetworkConfig,
     /// The channel, or why there is none (an unusable address: every call fails with it).
     channel: Result<Channel, PeerError>,
+    /// The peer address's reachability, shared with every other client of it.
+    link: Arc<Mutex<Link>>,
     /// The wire version this client speaks to the peer (lowered once if the peer refuses ours).
     version: u32,
     /// Send AppendEntries pipelined on one `StreamAppend` stream; cleared for good when the
@@ -541,7 +644,7 @@ impl PeerClient {
                 }
             }
         };
-        match tokio::time::timeout(budget, attempt).await {
+        let result = match tokio::time::timeout(budget, attempt).await {
             Err(_) => Err(PeerError::Timeout {
                 addr: self.addr.clone(),
                 timeout: budget,
@@ -555,10 +658,38 @@ impl PeerClient {
             }),
             Ok(Ok((version, resp))) => {
                 self.version = version;
-                wire::check_version(resp.version()).map_err(|e| self.protocol(e))?;
-                Ok(resp)
+                wire::check_version(resp.version())
+                    .map(|_| resp)
+                    .map_err(|e| self.protocol(e))
             }
-        }
+        };
+        self.record(&result);
+        result
+    }
+
+    /// Record a call's outcome in the peer's shared reachability record.
+    fn record<T>(&self, result: &Result<T, PeerError>) {
+        self.link
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .record(result);
+    }
+
+    /// Whether a Raft call (or a forwarded write) may try the peer now: while a peer that
+    /// stopped answering waits for its next attempt, calls fail at once as `Unreachable`.
+    fn admit(&self) -> Result<(), PeerError> {
+        let gate = self
+            .link
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .gate();
+        gate.map_err(|wait| PeerError::Unreachable {
+            addr: self.addr.clone(),
+            detail: format!(
+                "not answering; next attempt in {} ms",
+                wait.as_millis()
+            ),
+        })
     }
 
     /// One `StreamAppend` answer as openraft's result.
@@ -638,6 +769,7 @@ impl PeerClient {
         option: RPCOption,
         pre_vote: bool,
     ) -> Result<VoteResponse, RPCError> {
+        self.admit().map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
         let payload = self
             .encode_payload("vote request", &rpc)
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
@@ -677,6 +809,7 @@ impl PeerClient {
         &mut self,
         cmd: impl Into<RaftCommand>,
     ) -> Result<ForwardedWrite, ForwardError> {
+        self.admit()?;
         let cmd: RaftCommand = cmd.into();
         let payload = self.encode_payload("command", &cmd)?;
         let from = self.local_id;
@@ -830,9 +963,22 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         S: futures::Stream<Item = AppendEntriesRequest> + Send + Unpin + 'static,
     {
         Box::pin(async move {
+            // openraft waits out its replication backoff while it produces a request: take the
+            // first one before anything else, so that a peer that keeps failing is retried at
+            // the backoff's pace rather than in a tight loop (a call that fails before it reads
+            // its input would skip the wait), and so that the budget for opening the stream
+            // below starts when there is something to send — not before a backoff that may be
+            // longer than the budget itself (which kept a returning peer from ever catching up).
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
+            let input = futures::stream::iter([first]).chain(input);
             if !self.pipelined {
                 return stream_append_sequential(self, input, option).await;
             }
+            self.admit()
+                .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
             let channel = match &self.channel {
                 Ok(c) => c.clone(),
                 Err(e) => return Err(self.rpc_error(RPCTypes::AppendEntries, e.clone())),
@@ -862,26 +1008,21 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
             let open = grpc.stream_append(tonic::Request::new(requests));
             // The peer answers the call once the first request is in: allow for connecting.
             let open_budget = option.soft_ttl() + me.config.connect_timeout;
-            let answers = match tokio::time::timeout(open_budget, open).await {
-                Err(_) => {
-                    return Err(me.rpc_error(
-                        RPCTypes::AppendEntries,
-                        PeerError::Timeout {
-                            addr: me.addr.clone(),
-                            timeout: open_budget,
-                        },
-                    ));
-                }
+            let opened = match tokio::time::timeout(open_budget, open).await {
+                Err(_) => Err(PeerError::Timeout {
+                    addr: me.addr.clone(),
+                    timeout: open_budget,
+                }),
                 Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => {
                     info!(peer = %self.addr, "peer does not know StreamAppend; sending AppendEntries one at a time");
                     self.pipelined = false;
-                    return Err(me.rpc_error(RPCTypes::AppendEntries, me.status_error(status)));
+                    Err(me.status_error(status))
                 }
-                Ok(Err(status)) => {
-                    return Err(me.rpc_error(RPCTypes::AppendEntries, me.status_error(status)));
-                }
-                Ok(Ok(r)) => r.into_inner(),
+                Ok(Err(status)) => Err(me.status_error(status)),
+                Ok(Ok(r)) => Ok(r.into_inner()),
             };
+            me.record(&opened);
+            let answers = opened.map_err(|e| me.rpc_error(RPCTypes::AppendEntries, e))?;
             let soft_ttl = option.soft_ttl();
             let per_byte = 1.0 / me.config.min_throughput.max(1) as f64;
             let state = (answers, me, Instant::now(), false, end_requests);
@@ -912,10 +1053,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                                 m = answers.next() => break m,
                                 _ = tokio::time::sleep(wait) => {
                                     if due.is_some_and(|d| Instant::now() >= d) {
-                                        let e = me.rpc_error(
-                                            RPCTypes::AppendEntries,
-                                            PeerError::Timeout { addr: me.addr.clone(), timeout: wait },
-                                        );
+                                        let e = PeerError::Timeout { addr: me.addr.clone(), timeout: wait };
+                                        me.record::<()>(&Err(e.clone()));
+                                        let e = me.rpc_error(RPCTypes::AppendEntries, e);
                                         return Some((Err(e), (answers, me, last, true, end)));
                                     }
                                 }
@@ -924,7 +1064,9 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                         let item = match next {
                             None => return None,
                             Some(Err(status)) => {
-                                Err(me.rpc_error(RPCTypes::AppendEntries, me.status_error(status)))
+                                let e = me.status_error(status);
+                                me.record::<()>(&Err(e.clone()));
+                                Err(me.rpc_error(RPCTypes::AppendEntries, e))
                             }
                             Some(Ok(msg)) => {
                                 unanswered
@@ -949,6 +1091,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse, RPCError> {
+        self.admit()
+            .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
         let payload = self
             .encode_payload("append entries request", &rpc)
             .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, e))?;
@@ -1005,6 +1149,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         _option: RPCOption,
     ) -> Result<SnapshotResponse, StreamingError> {
         let unreachable = |e: PeerError| StreamingError::Unreachable(Unreachable::new(&e));
+        self.admit().map_err(unreachable)?;
         let channel = self.channel.clone().map_err(unreachable)?;
         let version = self.version;
         let total = snapshot.snapshot.len();
@@ -1076,9 +1221,12 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                     // Retried by openraft after its backoff, then in the peer's version.
                     self.version = lower;
                 }
-                return Err(unreachable(self.status_error(status)));
+                let e = self.status_error(status);
+                self.record::<()>(&Err(e.clone()));
+                return Err(unreachable(e));
             }
         };
+        self.record(&Ok(()));
         wire::check_version(resp.version).map_err(|e| unreachable(self.protocol(e)))?;
         use pb::install_snapshot_response::Result as R;
         match resp.result {
@@ -1095,6 +1243,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         req: TransferLeaderRequest,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse, RPCError> {
+        self.admit()
+            .map_err(|e| self.rpc_error(RPCTypes::TransferLeader, e))?;
         let payload = self
             .encode_payload("transfer leader request", &req)
             .map_err(|e| self.rpc_error(RPCTypes::TransferLeader, e))?;

@@ -137,6 +137,10 @@ pub struct MemberStatus {
     pub role: &'static str,
     /// Answered its recent health probes.
     pub healthy: bool,
+    /// What this node knows of the member's reachability (`None` for this node itself).
+    pub contact: Option<crate::PeerContact>,
+    /// On the leader: log entries the member is behind.
+    pub lag: Option<u64>,
 }
 
 /// A snapshot of the node's view of the cluster.
@@ -166,7 +170,81 @@ pub struct NodeStatus {
     pub replication_lag: Vec<(u64, u64)>,
     /// Usage of every configured seat limit (pools and product groups).
     pub seats: Vec<kms_core::state::SeatUsage>,
+    /// Openraft thinks this node leads, but no quorum acknowledged it within the leader lease:
+    /// it is cut off and does not act (or report itself) as leader.
+    pub leader_without_quorum: bool,
+    /// Why the Raft core stopped, if it did (a storage error, a fatal bug): the node takes no
+    /// writes until restarted.
+    pub raft_stopped: Option<String>,
+    /// The cluster's host identity is applied on this node.
+    pub has_identity: bool,
+    /// This node is a member (voter or learner) of the membership it has applied.
+    pub is_member: bool,
+    /// On a follower: entries this node's applied index is behind the leader's, as the leader
+    /// last reported it in a probe (`None` when unknown).
+    pub behind_leader: Option<u64>,
+    /// While a new cluster forms: what it waits for, or why it refuses to form.
+    pub forming: Option<String>,
 }
+
+/// Readiness of a node, as `/readyz`, `kmsctl health`, systemd and the DNS server see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Readiness {
+    /// Ready to serve as one of the cluster's KMS hosts.
+    pub ready: bool,
+    /// The reason, one line for operators.
+    pub reason: String,
+}
+
+/// A follower whose applied index is further than this behind the leader's is not ready.
+pub const READY_MAX_BEHIND: u64 = 1_000;
+
+impl NodeStatus {
+    /// Whether the node may be advertised and sent clients, and why (the KMS listener's state
+    /// is the caller's to add).
+    pub fn readiness(&self) -> Readiness {
+        let not = |reason: String| Readiness {
+            ready: false,
+            reason,
+        };
+        if let Some(e) = &self.raft_stopped {
+            return not(format!("raft stopped: {e}; the node takes no writes until restarted"));
+        }
+        if let Some(f) = &self.forming {
+            return not(f.clone());
+        }
+        if !self.is_member {
+            return not(
+                "not a member of the cluster it knows (removed, not yet added, or an impostor \
+                 using another node's id)"
+                    .into(),
+            );
+        }
+        if !self.has_identity {
+            return not("waiting for the cluster's host identity to be applied".into());
+        }
+        if let Some(n) = self.behind_leader.filter(|n| *n > READY_MAX_BEHIND) {
+            return not(format!("catching up: {n} log entries behind the leader"));
+        }
+        let reason = if self.leader_without_quorum {
+            "degraded: leader cut off from its quorum; answering from local state and journal"
+        } else if self.degraded {
+            "degraded: no reachable leader; answering from local state and journal"
+        } else if self.leader_id.is_some() {
+            "ok: in quorum"
+        } else {
+            // Serving: a record waits up to commit_timeout for a leader, then goes to the journal.
+            "electing: no leader known yet; activations are answered (journaled if none appears)"
+        };
+        Readiness {
+            ready: true,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// openraft's `election_timeout_max`, which is also its leader lease.
+const LEADER_LEASE_MS: u64 = 1200;
 
 /// A running node.
 #[derive(Debug)]
@@ -183,6 +261,8 @@ pub struct Node {
     tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
     stop: watch::Sender<bool>,
     request_ids: Arc<std::sync::atomic::AtomicU64>,
+    /// While a new cluster forms: what it waits for (or why it refuses to form).
+    formation: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl Node {
@@ -217,12 +297,19 @@ impl Node {
             cluster_name: "kmsd".into(),
             heartbeat_interval: 150,
             election_timeout_min: 600,
-            election_timeout_max: 1200,
+            election_timeout_max: LEADER_LEASE_MS,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(settings.snapshot_every),
             max_in_snapshot_log_to_keep: settings.snapshot_keep_logs,
             // Entries carry up to 512 records each: keep AppendEntries messages well below the
             // gRPC message limit.
             max_payload_entries: 64,
+            // A node that was cut off (or restarted, or has a stale log) first asks whether it
+            // could win before it raises its term, so its return does not depose a healthy
+            // leader.
+            enable_pre_vote: Some(true),
+            // A leader that lost its quorum stops heartbeating for 3 s at a time instead of
+            // sending heartbeats nobody answers (at least lease + the longest election timeout).
+            quorum_loss_probe_interval: Some(3000),
             ..Config::default()
         }
         .validate()
@@ -242,24 +329,21 @@ impl Node {
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let single_node = settings.initial_cluster.is_empty() && settings.join.is_none();
+        let mut formation = None;
         if initialized {
             if !single_node {
                 info!("store already holds a cluster: --initial-cluster/--join are ignored");
             }
         } else if !settings.initial_cluster.is_empty() {
             let members = initial_members(&settings)?;
-            info!(members = ?settings.initial_cluster, "new cluster: initializing with --initial-cluster");
-            // Every node of a new cluster initializes with the identical membership (derived
-            // only from --initial-cluster), which openraft allows; the vote elects one leader.
-            match raft.initialize(members).await {
-                Ok(()) => {}
-                Err(e) if e.api_error().is_some() => {
-                    info!(error = %e, "cluster already initialized by a peer");
-                }
-                Err(e) => return Err(ClusterError::Raft(e.to_string())),
-            }
-        } else if settings.join.is_some() {
-            info!(join = ?settings.join, "empty store: waiting to be added by the cluster (--join)");
+            info!(
+                members = %crate::view::normalized_initial_cluster(&settings.initial_cluster),
+                "new cluster: forming with --initial-cluster once a quorum of the listed nodes \
+                 answers with the same list"
+            );
+            formation = Some(members);
+        } else if let Some(join) = &settings.join {
+            info!(join = %join, "empty store: waiting to be added by the cluster (--join)");
         } else {
             info!(
                 node_id = settings.node_id,
@@ -311,6 +395,7 @@ impl Node {
             tasks: std::sync::Mutex::new(Vec::new()),
             stop,
             request_ids: Arc::new(std::sync::atomic::AtomicU64::new(seed_request_ids())),
+            formation: Arc::default(),
             settings,
         };
         let identity = tokio::spawn(ensure_identity(
@@ -329,6 +414,17 @@ impl Node {
             own_record(&node.settings),
             stop_rx.clone(),
         ));
+        let former = formation.map(|members| {
+            tokio::spawn(form_cluster(
+                raft.clone(),
+                members,
+                node.settings.initial_cluster.clone(),
+                node.settings.node_id,
+                prober.clone(),
+                node.formation.clone(),
+                stop_rx.clone(),
+            ))
+        });
         let viewer = tokio::spawn(cluster_view::run(
             cluster_view::ViewTask {
                 raft: raft.clone(),
@@ -369,6 +465,7 @@ impl Node {
             t.push(replayer);
             t.push(registrar);
             t.push(viewer);
+            t.extend(former);
         }
         Ok(node)
     }
@@ -381,6 +478,7 @@ impl Node {
             self.degraded.clone(),
             self.records.clone(),
             self.request_ids.clone(),
+            self.settings.commit_timeout,
         )
     }
 
@@ -400,6 +498,8 @@ impl Node {
     /// The node's current view.
     pub fn status(&self) -> NodeStatus {
         let m = self.raft.metrics().borrow_watched().clone();
+        let me = self.settings.node_id;
+        let cut_off = leader_without_quorum(&m);
         let now = FileTime::from_system_time(SystemTime::now());
         let directory = self.read(|s| s.nodes().clone());
         let members = m
@@ -431,7 +531,10 @@ impl Node {
                         .unwrap_or_else(|| info.kms_addr.clone()),
                     healthy: *id == self.settings.node_id
                         || self.health.is_healthy(*id, self.settings.unhealthy_after),
-                    role: if m.current_leader == Some(*id) {
+                    contact: (*id != self.settings.node_id)
+                        .then(|| self.health.contact(*id, self.settings.unhealthy_after)),
+                    lag: lag_of(&m, *id),
+                    role: if m.current_leader == Some(*id) && !(cut_off && *id == me) {
                         "leader"
                     } else if voter {
                         "follower"
@@ -458,16 +561,36 @@ impl Node {
                 .collect()
         });
         let seats = self.read(|s| s.seat_usage(now));
+        let leader_id = m.current_leader.filter(|l| !(cut_off && *l == me));
+        let applied_index = m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
+        let behind_leader = match m.current_leader {
+            Some(l) if l != me => self
+                .health
+                .peer_applied(l, self.settings.unhealthy_after)
+                .map(|a| a.saturating_sub(applied_index)),
+            _ => None,
+        };
         NodeStatus {
+            leader_without_quorum: cut_off,
+            raft_stopped: m.running_state.as_ref().err().map(|e| e.to_string()),
+            has_identity: self.read(|s| s.identity().is_some()),
+            is_member: m.membership_config.membership().get_node(&me).is_some(),
+            behind_leader,
+            forming: self
+                .formation
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
             node_id: self.settings.node_id,
             name: self.settings.name.clone(),
-            leader_id: m.current_leader,
+            leader_id,
             term: m.current_term,
             commit_index: m.cluster_committed.map(|l| l.index).unwrap_or(0),
-            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            applied_index,
             members,
             pools,
             degraded: self.degraded.load(Ordering::SeqCst)
+                || cut_off
                 || (m.current_leader.is_none() && m.state != ServerState::Leader),
             journal_entries: self.journal.len(),
             seats,
@@ -580,10 +703,18 @@ fn own_info(s: &NodeSettings) -> NodeInfo {
 
 /// The membership of a new cluster, identical on every node: derived from --initial-cluster only.
 fn initial_members(s: &NodeSettings) -> Result<BTreeMap<u64, NodeInfo>, ClusterError> {
-    if !s.initial_cluster.contains_key(&s.node_id) {
+    let Some(own) = s.initial_cluster.get(&s.node_id) else {
         return Err(ClusterError::Config(format!(
             "--initial-cluster does not list this node's id {}",
             s.node_id
+        )));
+    };
+    if !own.eq_ignore_ascii_case(&s.grpc_addr) {
+        return Err(ClusterError::Config(format!(
+            "--initial-cluster lists node {} at {own}, but this node advertises its gRPC address \
+             as {} (--advertise and the --grpc-listen port): start each node with its own id, or \
+             fix the list",
+            s.node_id, s.grpc_addr
         )));
     }
     Ok(s.initial_cluster
@@ -599,6 +730,101 @@ fn initial_members(s: &NodeSettings) -> Result<BTreeMap<u64, NodeInfo>, ClusterE
             )
         })
         .collect())
+}
+
+/// Form a new cluster from `--initial-cluster`: probe the listed peers about twice a second and
+/// initialize (with the membership every node derives from the same list) once a quorum of the
+/// listed nodes, this one included, answers with the same list — or once a listed peer already
+/// holds the cluster. A peer that answers with a different list stops the formation: the nodes
+/// would otherwise form a cluster of the members they happen to agree on.
+async fn form_cluster(
+    raft: Raft,
+    members: BTreeMap<u64, NodeInfo>,
+    list: BTreeMap<u64, String>,
+    me: u64,
+    prober: Arc<dyn crate::view::Probe>,
+    status: Arc<std::sync::Mutex<Option<String>>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let ours = crate::view::normalized_initial_cluster(&list);
+    let quorum = list.len() / 2 + 1;
+    let set = |s: Option<String>| {
+        *status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+    };
+    let mut reported_mismatch: Option<(u64, String)> = None;
+    loop {
+        let probes = members
+            .iter()
+            .filter(|(id, _)| **id != me)
+            .map(|(id, info)| {
+                let prober = prober.clone();
+                let (id, info) = (*id, info.clone());
+                async move { (id, prober.probe(id, info).await) }
+            });
+        let answers = futures::future::join_all(probes).await;
+        let mut agree = 1; // this node
+        let mut formed = false;
+        let mut mismatch = None;
+        for (id, answer) in answers {
+            let Some(a) = answer else { continue };
+            match a.initial_cluster.as_deref() {
+                Some(theirs) if theirs != ours && !a.initialized => {
+                    mismatch = Some((id, theirs.to_string()));
+                }
+                _ => {
+                    agree += 1;
+                    formed |= a.initialized;
+                }
+            }
+        }
+        if let Some((id, theirs)) = mismatch {
+            let reason = format!(
+                "refusing to form a cluster: node {id} was started with --initial-cluster {theirs}, \
+                 this node with {ours}; start every node of a new cluster with the same list"
+            );
+            if reported_mismatch.as_ref() != Some(&(id, theirs.clone())) {
+                tracing::error!(
+                    peer = id,
+                    theirs = %theirs,
+                    ours = %ours,
+                    "{reason}"
+                );
+                reported_mismatch = Some((id, theirs));
+            }
+            set(Some(reason));
+        } else if agree >= quorum || formed {
+            info!(
+                members = %ours,
+                agreeing = agree,
+                "new cluster: initializing with --initial-cluster"
+            );
+            // Every node of a new cluster initializes with the identical membership (derived
+            // only from --initial-cluster), which openraft allows; the vote elects one leader.
+            match raft.initialize(members.clone()).await {
+                Ok(()) => {}
+                Err(e) if e.api_error().is_some() => {
+                    info!(error = %e, "cluster already initialized by a peer");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "initializing the new cluster failed");
+                    set(Some(format!("initializing the new cluster failed: {e}")));
+                    return;
+                }
+            }
+            set(None);
+            return;
+        } else {
+            set(Some(format!(
+                "forming a new cluster: {agree} of the {} listed nodes answer with the same \
+                 --initial-cluster; {quorum} needed",
+                list.len()
+            )));
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Propose a generated identity until the cluster has one. `InitIdentity` applies only to a
@@ -641,6 +867,32 @@ async fn wait_identity(store: &Store, limit: Duration) -> Result<(), ClusterErro
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
+}
+
+/// A leader whose last quorum acknowledgement is older than the leader lease (openraft's
+/// `election_timeout_max`): the rest of the cluster has elected, or is free to elect, another
+/// leader. openraft keeps its vote until it hears a higher one; kmsd stops treating the node as
+/// leader at once (status, metrics, readiness, DNS).
+fn leader_without_quorum(m: &kms_store::types::RaftMetrics) -> bool {
+    if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1
+    {
+        return false;
+    }
+    let lease = Duration::from_millis(LEADER_LEASE_MS);
+    match &m.last_quorum_acked {
+        Some(at) => kms_store::openraft::Instant::elapsed(&**at) > lease,
+        // Not yet acknowledged by a quorum: a leader elected a moment ago waits a lease too.
+        None => false,
+    }
+}
+
+/// Entries member `id` is behind this leader's log (`None` when this node does not lead).
+fn lag_of(m: &kms_store::types::RaftMetrics, id: u64) -> Option<u64> {
+    let replication = m.replication.as_ref()?;
+    let last = m.last_log_index.unwrap_or(0);
+    replication
+        .get(&id)
+        .map(|matched| last.saturating_sub(matched.as_ref().map(|l| l.index).unwrap_or(0)))
 }
 
 /// This node's directory entry.

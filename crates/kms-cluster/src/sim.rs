@@ -230,6 +230,11 @@ impl Probe for SimNetwork {
     fn probe(&self, target: u64, _info: NodeInfo) -> ProbeFuture {
         let ok = self.router.route(self.from, target).is_some()
             && self.router.route(target, self.from).is_some();
-        Box::pin(async move { ok })
+        Box::pin(async move {
+            ok.then_some(crate::view::ProbeAnswer {
+                serving: true,
+                ..Default::default()
+            })
+        })
     }
 }

@@ -13,15 +13,39 @@ use std::time::{Duration, Instant};
 use kms_core::{ClusterView, MemberView};
 use kms_store::StateMachineStore;
 use kms_store::openraft::async_runtime::watch::WatchReceiver;
-use kms_store::types::{NodeInfo, Raft};
+use kms_store::types::{NodeInfo, Raft, RaftMetrics, ServerState};
 use tokio::sync::watch;
 
 /// Boxed future used by [`Probe`].
-pub type ProbeFuture = Pin<Box<dyn Future<Output = bool> + Send>>;
+pub type ProbeFuture = Pin<Box<dyn Future<Output = Option<ProbeAnswer>> + Send>>;
+
+/// What a peer said in answer to a health probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProbeAnswer {
+    /// The peer's last applied log index, when it reports one.
+    pub applied_index: Option<u64>,
+    /// The peer's Raft core runs and it is a member of the membership it applied: it can serve
+    /// as one of the cluster's nodes (false: answer, but do not advertise it).
+    pub serving: bool,
+    /// The peer's store holds a cluster.
+    pub initialized: bool,
+    /// The peer's `--initial-cluster`, normalized (see [`normalized_initial_cluster`]); empty
+    /// when it has none or does not say.
+    pub initial_cluster: Option<std::sync::Arc<str>>,
+}
+
+/// `--initial-cluster` as nodes compare it: `id=addr` pairs by ascending id, comma-separated,
+/// addresses lower-cased.
+pub fn normalized_initial_cluster(list: &std::collections::BTreeMap<u64, String>) -> String {
+    list.iter()
+        .map(|(id, addr)| format!("{id}={}", addr.to_ascii_lowercase()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
 
 /// Checks whether a peer answers (the gRPC transport implements it).
 pub trait Probe: Send + Sync + 'static {
-    /// True when `target` answered a health probe.
+    /// `Some` when `target` (and nobody else) answered a health probe.
     fn probe(&self, target: u64, info: NodeInfo) -> ProbeFuture;
 }
 
@@ -31,30 +55,126 @@ pub struct NoProbe;
 
 impl Probe for NoProbe {
     fn probe(&self, _target: u64, _info: NodeInfo) -> ProbeFuture {
-        Box::pin(async { false })
+        Box::pin(async { None })
     }
 }
 
-/// Last successful probe per peer.
+/// What this node knows of each peer's reachability, from its health probes.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Health {
-    last_ok: Arc<Mutex<HashMap<u64, Instant>>>,
+    peers: Arc<Mutex<HashMap<u64, PeerHealth>>>,
+}
+
+/// One peer's probe record.
+#[derive(Debug, Clone, Copy, Default)]
+struct PeerHealth {
+    /// Last answered probe.
+    last_ok: Option<Instant>,
+    /// When the peer stopped answering (first failed probe after an answer, or first probe),
+    /// while it does not answer.
+    down_since: Option<Instant>,
+    /// The outage was logged (the peer stayed silent past `unhealthy_after`).
+    reported: bool,
+    /// The peer's last applied index, from its last answer.
+    applied: Option<u64>,
+    /// On the leader: replication to the peer is stalled.
+    stalled: bool,
+}
+
+/// A peer's state as the status, metrics and readiness show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerContact {
+    /// The peer answered a probe within `unhealthy_after`.
+    pub up: bool,
+    /// Time since the peer last answered (`None`: never since this node started).
+    pub since_contact: Option<Duration>,
+    /// On the leader: replication to the peer makes no progress although it answers.
+    pub stalled: bool,
+}
+
+/// A change of a peer's reachability worth one log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transition {
+    /// The peer has not answered for `unhealthy_after`.
+    Down,
+    /// The peer answers again after an outage of this length.
+    Up(Duration),
 }
 
 impl Health {
-    fn mark(&self, id: u64) {
-        self.last_ok
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, Instant::now());
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, PeerHealth>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Record one probe of peer `id` (its applied index when it answered); returns the
+    /// transition to log, if this probe makes one.
+    pub(crate) fn observe(
+        &self,
+        id: u64,
+        answer: Option<Option<u64>>,
+        unhealthy_after: Duration,
+    ) -> Option<Transition> {
+        let now = Instant::now();
+        let mut peers = self.lock();
+        let p = peers.entry(id).or_default();
+        match answer {
+            Some(applied) => {
+                p.last_ok = Some(now);
+                p.applied = applied;
+                let was = p.down_since.take();
+                let reported = std::mem::take(&mut p.reported);
+                was.filter(|_| reported).map(|t| Transition::Up(now - t))
+            }
+            None => {
+                let since = *p.down_since.get_or_insert(now);
+                // Measured from the last answer when there was one: a peer is down once it has
+                // been silent for `unhealthy_after`, however the probes fell.
+                let silent = p.last_ok.map_or(now - since, |t| now - t);
+                if !p.reported && silent >= unhealthy_after {
+                    p.reported = true;
+                    Some(Transition::Down)
+                } else {
+                    None
+                }
+            }
+        }
     }
 
     pub(crate) fn is_healthy(&self, id: u64, within: Duration) -> bool {
-        self.last_ok
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.lock()
             .get(&id)
+            .and_then(|p| p.last_ok)
             .is_some_and(|t| t.elapsed() <= within)
+    }
+
+    /// Peer `id`'s state for status and metrics.
+    pub(crate) fn contact(&self, id: u64, within: Duration) -> PeerContact {
+        let p = self.lock().get(&id).copied().unwrap_or_default();
+        PeerContact {
+            up: p.last_ok.is_some_and(|t| t.elapsed() <= within),
+            since_contact: p.last_ok.map(|t| t.elapsed()),
+            stalled: p.stalled,
+        }
+    }
+
+    fn set_stalled(&self, stalled: &std::collections::HashSet<u64>) {
+        for (id, p) in self.lock().iter_mut() {
+            p.stalled = stalled.contains(id);
+        }
+    }
+
+    /// The largest applied index among peers that answered within `within` (the leader's
+    /// progress as far as this node can tell).
+    pub(crate) fn peer_applied(&self, id: u64, within: Duration) -> Option<u64> {
+        self.lock()
+            .get(&id)
+            .filter(|p| p.last_ok.is_some_and(|t| t.elapsed() <= within))
+            .and_then(|p| p.applied)
+    }
+
+    /// Forget peers that are no longer members.
+    fn retain(&self, members: &[u64]) {
+        self.lock().retain(|id, _| members.contains(id));
     }
 }
 
@@ -138,6 +258,7 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
     let mut iv = tokio::time::interval(Duration::from_millis(1000));
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut generation = 0u64;
+    let mut stalls = Stalls::default();
     loop {
         tokio::select! {
             _ = iv.tick() => {}
@@ -152,19 +273,56 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
                 .map(|(id, info)| (*id, info.clone()))
                 .collect()
         };
+        let ids: Vec<u64> = peers.iter().map(|(id, _)| *id).collect();
         let probes = peers.into_iter().map(|(id, info)| {
             let prober = prober.clone();
             async move {
-                let ok = tokio::time::timeout(Duration::from_millis(900), prober.probe(id, info))
-                    .await
-                    .unwrap_or(false);
-                (id, ok)
+                let answer =
+                    tokio::time::timeout(Duration::from_millis(900), prober.probe(id, info))
+                        .await
+                        .unwrap_or(None);
+                (id, answer)
             }
         });
-        for (id, ok) in futures::future::join_all(probes).await {
-            if ok {
-                health.mark(id);
+        let mut returned = Vec::new();
+        for (id, answer) in futures::future::join_all(probes).await {
+            // A peer that answers but cannot serve (its Raft core stopped, or it is not a
+            // member) is not healthy: it is not advertised.
+            let applied = answer.filter(|a| a.serving).map(|a| a.applied_index);
+            match health.observe(id, applied, unhealthy_after) {
+                Some(Transition::Down) => tracing::warn!(
+                    event_id = crate::EVENT_PEER_UNREACHABLE,
+                    peer = id,
+                    after_secs = unhealthy_after.as_secs_f64(),
+                    "peer unreachable; retrying with backoff (logged again when it answers)"
+                ),
+                Some(Transition::Up(outage)) => {
+                    tracing::info!(
+                        event_id = crate::EVENT_PEER_REACHABLE,
+                        peer = id,
+                        outage_secs = (outage.as_secs_f64() * 10.0).round() / 10.0,
+                        "peer reachable again"
+                    );
+                    returned.push(id);
+                }
+                None => {}
             }
+        }
+        health.retain(&ids);
+        let metrics = raft.metrics().borrow_watched().clone();
+        if metrics.state == ServerState::Leader {
+            // A peer that answers again is retried at once rather than after the rest of its
+            // replication backoff; a reachable peer whose replication is stuck is reported and
+            // nudged the same way.
+            let stalled_now = stalls.check(&metrics, &health, unhealthy_after);
+            returned.extend(stalled_now);
+            health.set_stalled(&stalls.reported);
+            if !returned.is_empty() {
+                let _ = raft.trigger().reset_backoff(returned).await;
+            }
+        } else {
+            stalls.clear();
+            health.set_stalled(&stalls.reported);
         }
         let mut view = build(&raft, &sm, &health, local_id, unhealthy_after);
         let changed = {
@@ -191,4 +349,73 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
             let _ = tx.send(view);
         }
     }
+}
+
+/// A peer whose replication makes no progress for this long while it answers probes is
+/// reported as stalled.
+pub(crate) const STALL_AFTER: Duration = Duration::from_secs(10);
+
+/// The leader's watch over each peer's replication progress.
+#[derive(Debug, Default)]
+struct Stalls {
+    /// Per peer: the matched index last seen and since when it has not moved while behind.
+    progress: HashMap<u64, (u64, Instant)>,
+    /// Peers reported as stalled (logged once per stall).
+    reported: std::collections::HashSet<u64>,
+}
+
+impl Stalls {
+    fn clear(&mut self) {
+        self.progress.clear();
+        self.reported.clear();
+    }
+
+    /// Peers that just became stalled: behind the leader's log, answering probes, and without
+    /// progress for [`STALL_AFTER`]. Logs once per stall and once when it ends.
+    fn check(&mut self, m: &RaftMetrics, health: &Health, unhealthy_after: Duration) -> Vec<u64> {
+        let Some(replication) = m.replication.as_ref() else {
+            self.clear();
+            return Vec::new();
+        };
+        let last = m.last_log_index.unwrap_or(0);
+        let now = Instant::now();
+        let mut newly = Vec::new();
+        for (id, matched) in replication.iter() {
+            if *id == m.id {
+                continue;
+            }
+            let matched = matched.as_ref().map(|l| l.index).unwrap_or(0);
+            let entry = self.progress.entry(*id).or_insert((matched, now));
+            if matched != entry.0 || matched >= last {
+                *entry = (matched, now);
+                if self.reported.remove(id) {
+                    tracing::info!(
+                        event_id = crate::EVENT_REPLICATION_STALLED,
+                        peer = *id,
+                        matched,
+                        "replication to peer progresses again"
+                    );
+                }
+                continue;
+            }
+            let stuck = now - entry.1;
+            if stuck >= STALL_AFTER
+                && health.is_healthy(*id, unhealthy_after)
+                && self.reported.insert(*id)
+            {
+                tracing::warn!(
+                    event_id = crate::EVENT_REPLICATION_STALLED,
+                    peer = *id,
+                    matched,
+                    last_log_index = last,
+                    stuck_secs = stuck.as_secs(),
+                    "replication to a reachable peer makes no progress; restarting its backoff"
+                );
+                newly.push(*id);
+            }
+        }
+        self.progress.retain(|id, _| replication.iter().any(|(r, _)| r == id));
+        newly
+    }
+
 }

@@ -581,6 +581,12 @@ fn member_proto(m: &MemberStatus, matched_index: Option<u64>) -> pb::MemberStatu
         healthy: m.healthy,
         voter: m.role != "learner",
         matched_index,
+        lag: m.lag,
+        last_contact_seconds: m
+            .contact
+            .and_then(|c| c.since_contact)
+            .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+        stalled: m.contact.is_some_and(|c| c.stalled),
     }
 }
 
@@ -1279,8 +1285,10 @@ impl Admin for AdminService {
         self.admit("Health", &req, Access::Read)?;
         let st = self.node.status();
         let serving = self.kms_ready.load(std::sync::atomic::Ordering::SeqCst);
+        let readiness = st.readiness();
         let reason = match (st.degraded, st.leader_id) {
             _ if !serving => "not serving: the KMS listener is not running".to_string(),
+            _ if !readiness.ready => format!("not ready: {}", readiness.reason),
             (false, Some(l)) if l == st.node_id => "in quorum, this node leads".to_string(),
             (false, Some(l)) => format!("in quorum, leader {l}"),
             (true, _) => format!(
@@ -1298,6 +1306,7 @@ impl Admin for AdminService {
                 leader_id: st.leader_id,
                 node_id: st.node_id,
                 reason,
+                ready: Some(serving && readiness.ready),
             },
             None,
         ))

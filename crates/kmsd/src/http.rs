@@ -46,7 +46,7 @@ pub async fn serve(
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    update_gauges(&s.metrics, &s.node.status());
+    update_gauges(&s.metrics, &s.node.status(), s.kms_ready.load(Ordering::SeqCst));
     (
         [(
             header::CONTENT_TYPE,
@@ -62,24 +62,22 @@ async fn healthz() -> &'static str {
 }
 
 async fn readyz(State(s): State<HttpState>) -> Response {
-    let status = s.node.status();
     let serving = s.kms_ready.load(Ordering::SeqCst);
-    let state = if !serving {
-        "not serving: KMS listener not running"
-    } else if status.degraded {
-        "degraded: no reachable leader; answering from local state and journal"
-    } else if status.leader_id.is_some() {
-        "ok: in quorum"
+    let readiness = s.node.status().readiness();
+    let (code, reason) = if !serving {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not serving: KMS listener not running".to_string(),
+        )
+    } else if !readiness.ready {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", readiness.reason),
+        )
     } else {
-        // Serving: a record waits up to commit_timeout for a leader, then goes to the journal.
-        "electing: no leader known yet; activations are answered (journaled if none appears)"
+        (StatusCode::OK, readiness.reason)
     };
-    let code = if serving {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (code, format!("{state}\n")).into_response()
+    (code, format!("{reason}\n")).into_response()
 }
 
 /// Activations listed on the status page.
@@ -188,7 +186,34 @@ td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
 
 /// Copy a node status into the gauges. Called by every `/metrics` scrape, so a scrape right
 /// after a change (an activation, a degraded journal entry) already shows it.
-fn update_gauges(metrics: &Metrics, st: &kms_cluster::NodeStatus) {
+fn update_gauges(metrics: &Metrics, st: &kms_cluster::NodeStatus, serving: bool) {
+    metrics
+        .ready
+        .set(i64::from(serving && st.readiness().ready));
+    metrics.storage_ok.set(i64::from(st.raft_stopped.is_none()));
+    metrics.peer_up.reset();
+    metrics.peer_last_contact.reset();
+    metrics.replication_stalled.reset();
+    for m in &st.members {
+        let Some(c) = m.contact else { continue };
+        let peer = m.id.to_string();
+        metrics
+            .peer_up
+            .with_label_values(&[&peer])
+            .set(i64::from(c.up));
+        if let Some(since) = c.since_contact {
+            metrics
+                .peer_last_contact
+                .with_label_values(&[&peer])
+                .set(since.as_secs_f64());
+        }
+        if st.leader_id == Some(st.node_id) {
+            metrics
+                .replication_stalled
+                .with_label_values(&[&peer])
+                .set(i64::from(c.stalled));
+        }
+    }
     metrics.raft_replication_lag.reset();
     for (peer, lag) in &st.replication_lag {
         metrics

@@ -318,6 +318,7 @@ pub async fn run_with(
         None => None,
     };
     let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info())
+        .with_initial_cluster(&settings.initial_cluster)
         .with_closing(stop_rx.clone());
     let events = events::EventHub::new(settings.node_id);
     let security = if tls.is_some() {

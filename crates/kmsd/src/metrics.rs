@@ -55,6 +55,16 @@ pub struct Metrics {
     pub dns_dropped: IntCounterVec,
     /// kmsd_raft_replication_lag{peer}
     pub raft_replication_lag: IntGaugeVec,
+    /// kmsd_peer_up{peer}
+    pub peer_up: IntGaugeVec,
+    /// kmsd_peer_last_contact_seconds{peer}
+    pub peer_last_contact: prometheus::GaugeVec,
+    /// kmsd_raft_replication_stalled{peer}
+    pub replication_stalled: IntGaugeVec,
+    /// kmsd_ready
+    pub ready: IntGauge,
+    /// kmsd_storage_ok
+    pub storage_ok: IntGauge,
     /// kmsd_raft_leader_changes_total
     pub raft_leader_changes: prometheus::IntCounter,
     /// The activation series already looked up (see [`ActivationSeries`]).
@@ -194,6 +204,32 @@ impl Metrics {
             ),
             &["peer"],
         ));
+        let peer_vec = |name: &str, help: &str| {
+            must(IntGaugeVec::new(Opts::new(name, help), &["peer"]))
+        };
+        let peer_up = peer_vec(
+            "kmsd_peer_up",
+            "1 while the peer answers this node's health probes (within 5 s), else 0.",
+        );
+        let peer_last_contact = must(prometheus::GaugeVec::new(
+            Opts::new(
+                "kmsd_peer_last_contact_seconds",
+                "Seconds since the peer last answered this node's health probes (absent until it first answers).",
+            ),
+            &["peer"],
+        ));
+        let replication_stalled = peer_vec(
+            "kmsd_raft_replication_stalled",
+            "1 while replication to a reachable peer has made no progress for 10 s (exported by the leader only).",
+        );
+        let ready = gauge(
+            "kmsd_ready",
+            "1 while the node is ready (what /readyz answers with 200), else 0.",
+        );
+        let storage_ok = gauge(
+            "kmsd_storage_ok",
+            "1 while the node's Raft core and store accept writes, 0 after a storage error stopped them.",
+        );
         let raft_leader_changes = must(prometheus::IntCounter::new(
             "kmsd_raft_leader_changes_total",
             "Times this node saw the Raft leader change.",
@@ -234,6 +270,11 @@ impl Metrics {
             Box::new(dns_queries.clone()),
             Box::new(dns_dropped.clone()),
             Box::new(raft_replication_lag.clone()),
+            Box::new(peer_up.clone()),
+            Box::new(peer_last_contact.clone()),
+            Box::new(replication_stalled.clone()),
+            Box::new(ready.clone()),
+            Box::new(storage_ok.clone()),
             Box::new(raft_leader_changes.clone()),
             Box::new(build_info),
         ] {
@@ -267,6 +308,11 @@ impl Metrics {
             dns_queries,
             dns_dropped,
             raft_replication_lag,
+            peer_up,
+            peer_last_contact,
+            replication_stalled,
+            ready,
+            storage_ok,
             raft_leader_changes,
             series: Default::default(),
         }

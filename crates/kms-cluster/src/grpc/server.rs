@@ -50,6 +50,8 @@ pub struct RaftPeerService {
     closing: Option<tokio::sync::watch::Receiver<bool>>,
     /// Serve `StreamAppend` (false: answer UNIMPLEMENTED, as a kmsd from before the call did).
     stream_append: bool,
+    /// This node's normalized `--initial-cluster` (empty: none).
+    initial_cluster: String,
 }
 
 impl fmt::Debug for RaftPeerService {
@@ -72,7 +74,15 @@ impl RaftPeerService {
             max_snapshot_bytes: DEFAULT_MAX_SNAPSHOT_BYTES,
             closing: None,
             stream_append: true,
+            initial_cluster: String::new(),
         }
+    }
+
+    /// Tell probing peers this node's `--initial-cluster` (nodes forming a new cluster compare
+    /// their lists before they initialize).
+    pub fn with_initial_cluster(mut self, list: &std::collections::BTreeMap<u64, String>) -> Self {
+        self.initial_cluster = crate::view::normalized_initial_cluster(list);
+        self
     }
 
     /// Answer `StreamAppend` with UNIMPLEMENTED, like a kmsd from before the call: peers then
@@ -419,6 +429,19 @@ impl RaftPeerService {
             role: role(m.state) as i32,
             grpc_address: self.info.grpc_addr.clone(),
             kms_address: self.info.kms_addr.clone(),
+            raft_stopped: m
+                .running_state
+                .as_ref()
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            is_member: m
+                .membership_config
+                .membership()
+                .get_node(&self.node_id)
+                .is_some(),
+            initial_cluster: self.initial_cluster.clone(),
+            initialized: m.membership_config.membership().nodes().next().is_some(),
         })
     }
 

@@ -442,7 +442,8 @@ pub async fn run_with(
                 )
                 .await?
                 .message;
-            let ok = h.serving && !h.degraded && h.leader_known;
+            // A server from before `ready` says nothing of its Raft core or catch-up.
+            let ok = h.serving && !h.degraded && h.leader_known && h.ready.unwrap_or(true);
             emit(
                 out,
                 json,
@@ -452,6 +453,7 @@ pub async fn run_with(
                     "degraded": h.degraded,
                     "leader_known": h.leader_known,
                     "leader_id": h.leader_id,
+                    "ready": h.ready,
                     "ok": ok,
                     "reason": h.reason,
                 }),

@@ -173,13 +173,23 @@ pub fn member_json(m: &pb::MemberStatus) -> Value {
         "voter": m.voter,
         "healthy": m.healthy,
         "matched_index": m.matched_index,
+        "lag": m.lag,
+        "last_contact_seconds": m.last_contact_seconds,
+        "stalled": m.stalled,
     })
 }
 
 /// Text table of members.
 pub fn members_table(members: &[pb::MemberStatus]) -> String {
-    let mut t = Table::new(&["ID", "NAME", "ROLE", "HEALTHY", "GRPC", "KMS", "MATCHED"]);
+    let mut t = Table::new(&[
+        "ID", "NAME", "ROLE", "HEALTHY", "GRPC", "KMS", "MATCHED", "LAG", "CONTACT",
+    ]);
     for m in members {
+        let lag = match (m.lag, m.stalled) {
+            (Some(l), true) => format!("{l} (stalled)"),
+            (Some(l), false) => l.to_string(),
+            (None, _) => "-".into(),
+        };
         t.row(vec![
             m.id.to_string(),
             m.name.clone(),
@@ -188,6 +198,9 @@ pub fn members_table(members: &[pb::MemberStatus]) -> String {
             m.grpc_address.clone(),
             dash(&m.kms_address),
             m.matched_index.map_or("-".into(), |i| i.to_string()),
+            lag,
+            m.last_contact_seconds
+                .map_or("-".into(), |s| format!("{s:.1}s ago")),
         ]);
     }
     t.render()
