@@ -410,3 +410,63 @@ async fn group_seat_limits_are_exported_warned_and_enforced() {
         "a removed limit is still exported:\n{m}"
     );
 }
+
+/// Without TLS the admin API stays on loopback: a non-loopback `--grpc-listen` is refused at
+/// startup (exit 2, saying what to do), as is one from a `KMSD_*` variable; `--insecure` lets
+/// it start, with a loud warning in the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_text_grpc_off_loopback_needs_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args = loopback_flags(dir.path().join("data").to_str().unwrap());
+    let i = args.iter().position(|a| a == "--grpc-listen").unwrap();
+    args[i + 1] = "0.0.0.0:0".into();
+    let (st, out, err) = run_kmsd(&strs(&args), &[], RUN);
+    assert_eq!(st.code(), Some(2), "{st:?}: {err}");
+    assert!(out.is_empty(), "{out}");
+    for want in [
+        "grpc-listen",
+        "0.0.0.0:0",
+        "loopback",
+        "--tls-ca",
+        "--insecure",
+    ] {
+        assert!(err.contains(want), "the message must name {want}: {err}");
+    }
+    assert!(
+        !dir.path().join("data").exists(),
+        "refused before anything was created"
+    );
+    // The same from the environment.
+    let mut env_args = loopback_flags(dir.path().join("data").to_str().unwrap());
+    env_args.drain(i..i + 2);
+    let (st, _, err) = run_kmsd(&strs(&env_args), &[("KMSD_GRPC_LISTEN", "[::]:0")], RUN);
+    assert_eq!(st.code(), Some(2), "KMSD_GRPC_LISTEN=[::]:0: {st:?}: {err}");
+    assert!(err.contains("grpc-listen"), "{err}");
+
+    // --insecure: it starts, warns, and the admin API answers on a non-loopback listener.
+    args.push("--insecure".into());
+    let mut node = Kmsd::start_raw(&dir.path().join("data"), &strs(&args), &[]);
+    assert!(node.grpc.ip().is_unspecified(), "gRPC on {}", node.grpc);
+    let warning = node
+        .log_lines()
+        .into_iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .find(|v| {
+            v["level"] == "WARN"
+                && v["message"]
+                    .as_str()
+                    .is_some_and(|m| m.starts_with("--insecure"))
+        });
+    let warning = warning.unwrap_or_else(|| panic!("no --insecure warning:\n{}", tail(&node)));
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("backup") && message.contains("WITHOUT TLS"),
+        "{message}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(("127.0.0.1", node.grpc.port()))
+            .await
+            .is_ok()
+    );
+    assert!(node.stop().success());
+}

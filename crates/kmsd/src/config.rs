@@ -75,7 +75,8 @@ pub struct Layer {
     #[arg(long = "kms-listen", env = "KMSD_KMS_LISTEN", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kms_listen: Option<Vec<SocketAddr>>,
-    /// gRPC listen address (Raft peers and admin API). Default 127.0.0.1:1689.
+    /// gRPC listen address (Raft peers and admin API). Default 127.0.0.1:1689. Without TLS it
+    /// must be a loopback address unless --insecure is given.
     #[arg(long, env = "KMSD_GRPC_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
@@ -141,7 +142,8 @@ pub struct Layer {
     #[arg(long, env = "KMSD_ADVERTISE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
-    /// Allow a multi-node cluster without TLS (peer and admin traffic in clear text).
+    /// Allow gRPC without TLS where others can reach it — a multi-node cluster, or a
+    /// non-loopback --grpc-listen — with peer and admin traffic in clear text and unauthenticated.
     #[arg(long, env = "KMSD_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
@@ -446,7 +448,7 @@ pub struct Settings {
     pub join: Option<String>,
     /// The host this node advertises.
     pub advertise: String,
-    /// Multi-node without TLS allowed.
+    /// Clear-text gRPC reachable by others (multi-node, non-loopback listener) allowed.
     pub insecure: bool,
     /// Commit timeout before degraded mode.
     pub commit_timeout: Duration,
@@ -477,6 +479,16 @@ pub struct DnsSettings {
     pub axfr_allow: Vec<IpNet>,
     /// Responses per second per source.
     pub rate_limit: u32,
+}
+
+/// The refusal of clear-text gRPC where it would be reachable by others (a multi-node
+/// cluster, a non-loopback `--grpc-listen`): `why`, then what to do about it. Used by the
+/// configuration check and by the node's own check of the members its data directory records.
+pub fn clear_text_refusal(why: &str) -> String {
+    format!(
+        "{why}: give --tls-ca, --tls-cert and --tls-key (see `kmsctl cert`), or run with \
+         --insecure to accept clear text"
+    )
 }
 
 /// Parse `1=host:port,2=host:port,…`.
@@ -739,6 +751,32 @@ impl Settings {
                 });
             }
         };
+        let insecure = l.insecure.unwrap_or(false);
+        if tls.is_none() && !insecure {
+            if !initial_cluster.is_empty() || l.join.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: if l.join.is_some() {
+                        "join"
+                    } else {
+                        "initial-cluster"
+                    },
+                    message: clear_text_refusal(
+                        "a multi-node cluster (--initial-cluster/--join) must use TLS for peer \
+                         and admin traffic",
+                    ),
+                });
+            }
+            if !grpc_listen.ip().to_canonical().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key: "grpc-listen",
+                    message: clear_text_refusal(&format!(
+                        "{grpc_listen} is not a loopback address, and without TLS the admin API \
+                         (configuration, identity rotation, full backups) would be open to \
+                         anyone who reaches it; listen on 127.0.0.1 or [::1]"
+                    )),
+                });
+            }
+        }
         let zones: Vec<String> = l
             .dns_zone
             .clone()
@@ -784,7 +822,7 @@ impl Settings {
             initial_cluster,
             join: l.join.clone(),
             advertise,
-            insecure: l.insecure.unwrap_or(false),
+            insecure,
             commit_timeout: Duration::from_millis(commit_timeout_ms),
             snapshot_every,
             snapshot_keep_logs,
@@ -1034,6 +1072,63 @@ mod tests {
             ..Layer::defaults()
         };
         assert!(Settings::from_layer(bad).is_err());
+    }
+
+    #[test]
+    fn clear_text_grpc_off_loopback_needs_insecure_or_tls() {
+        let listen = |addr: &str, insecure: Option<bool>| Layer {
+            grpc_listen: Some(addr.parse().unwrap()),
+            insecure,
+            ..Layer::defaults()
+        };
+        for addr in [
+            "0.0.0.0:1689",
+            "[::]:1689",
+            "192.0.2.7:1689",
+            "[2001:db8::1]:1689",
+        ] {
+            let err = Settings::from_layer(listen(addr, None)).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("grpc-listen")
+                    && msg.contains(addr)
+                    && msg.contains("--tls-ca")
+                    && msg.contains("--insecure"),
+                "{addr}: {msg}"
+            );
+            assert!(Settings::from_layer(listen(addr, Some(true))).is_ok());
+        }
+        for addr in [
+            "127.0.0.1:1689",
+            "127.0.0.2:0",
+            "[::1]:1689",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(Settings::from_layer(listen(addr, None)).is_ok(), "{addr}");
+        }
+        let with_tls = Layer {
+            tls_ca: Some("ca.crt".into()),
+            tls_cert: Some("node.crt".into()),
+            tls_key: Some("node.key".into()),
+            ..listen("0.0.0.0:1689", None)
+        };
+        assert!(Settings::from_layer(with_tls).is_ok());
+        let cluster = Layer {
+            initial_cluster: Some("1=a:1689,2=b:1689".into()),
+            ..Layer::defaults()
+        };
+        let err = Settings::from_layer(cluster.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("initial-cluster") && err.contains("--insecure"),
+            "{err}"
+        );
+        let cluster = Layer {
+            insecure: Some(true),
+            ..cluster
+        };
+        assert!(Settings::from_layer(cluster).is_ok());
     }
 
     #[test]

@@ -246,17 +246,19 @@ pub async fn run_with(
         }
         None => None,
     };
-    if multi_node && tls.is_none() {
-        if !settings.insecure {
-            anyhow::bail!(
-                "a multi-node cluster (--initial-cluster/--join) must use TLS for peer and admin \
-                 traffic: give --tls-ca, --tls-cert and --tls-key (see `kmsctl cert`), or run \
-                 with --insecure to accept clear text"
-            );
-        }
+    if multi_node && tls.is_none() && !settings.insecure {
+        anyhow::bail!(config::clear_text_refusal(
+            "a multi-node cluster (--initial-cluster/--join) must use TLS for peer and admin \
+             traffic"
+        ));
+    }
+    if tls.is_none() && settings.insecure {
         warn!(
-            "--insecure: peer and admin gRPC traffic is NOT encrypted or authenticated; anyone \
-             who reaches the gRPC port can change the cluster"
+            grpc = %settings.grpc_listen,
+            "--insecure: gRPC runs WITHOUT TLS and WITHOUT authentication: anyone who reaches \
+             the gRPC port can change the configuration, rotate the host identity, take a full \
+             backup (identity included) and join the cluster; give --tls-ca, --tls-cert and \
+             --tls-key (see `kmsctl cert`) instead"
         );
     }
     let grpc_listener = bind_tcp(settings.grpc_listen)
@@ -301,11 +303,10 @@ pub async fn run_with(
     let members = node.status().members.len();
     if members > 1 && tls.is_none() && !settings.insecure {
         node.shutdown().await;
-        anyhow::bail!(
+        anyhow::bail!(config::clear_text_refusal(&format!(
             "the data directory holds a cluster of {members} members: peer and admin traffic \
-             must use TLS (--tls-ca, --tls-cert, --tls-key; see `kmsctl cert`), or run with \
-             --insecure to accept clear text"
-        );
+             must use TLS"
+        )));
     }
     let node = Arc::new(node);
 
