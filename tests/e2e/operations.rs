@@ -17,7 +17,8 @@ async fn health_readiness_status_page_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let node = Kmsd::start(dir.path(), &[]);
     let win = windows_client();
-    activate(node.kms_addr(), &win, &machine(&win)).await;
+    let win_machine = machine(&win);
+    activate(node.kms_addr(), &win, &win_machine).await;
     let o10 = office2010();
     activate(node.kms_addr(), &o10, &machine(&o10)).await;
 
@@ -31,6 +32,17 @@ async fn health_readiness_status_page_and_metrics() {
     assert!(
         body.contains("kmsd node 1") && body.contains("windows"),
         "{body}"
+    );
+    // By default the page shows members, counts and thresholds, not who activated.
+    assert!(
+        body.contains("id=\"pools\"") && body.contains("id=\"members\""),
+        "{body}"
+    );
+    assert!(
+        !body.contains("id=\"activations\"")
+            && !body.contains(&win_machine.workstation)
+            && !body.contains(&win_machine.cmid.to_string()),
+        "the default status page lists activations: {body}"
     );
     let (code, _) = node.http_get("/no-such-page");
     assert_eq!(code, 404);
@@ -469,4 +481,45 @@ async fn clear_text_grpc_off_loopback_needs_insecure() {
             .is_ok()
     );
     assert!(node.stop().success());
+}
+
+/// `--status-page-activations` (or `status-page-activations = true`, or
+/// `KMSD_STATUS_PAGE_ACTIVATIONS=true`) adds the recent-activations table to the status page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_page_lists_activations_only_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let win = windows_client();
+    let who = machine(&win);
+    let file = dir.path().join("kmsd.toml");
+    std::fs::write(&file, "status-page-activations = true\n").unwrap();
+    let via_flag = ["--status-page-activations"];
+    let via_file = ["--config", file.to_str().unwrap()];
+    let flag_false = ["--status-page-activations=false"];
+    for (i, (extra, envs, shown)) in [
+        (&via_flag[..], &[][..], true),
+        (&via_file[..], &[][..], true),
+        (
+            &[][..],
+            &[("KMSD_STATUS_PAGE_ACTIVATIONS", "true")][..],
+            true,
+        ),
+        (
+            &flag_false[..],
+            &[("KMSD_STATUS_PAGE_ACTIVATIONS", "true")][..],
+            false,
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let node = Kmsd::start_with_env(&dir.path().join(format!("n{i}")), extra, envs);
+        activate(node.kms_addr(), &win, &who).await;
+        let (code, body) = node.http_get("/");
+        assert_eq!(code, 200);
+        let listed = body.contains("id=\"activations\"")
+            && body.contains(&who.workstation)
+            && body.contains(&who.cmid.to_string());
+        assert_eq!(listed, shown, "{extra:?} {envs:?}: {body}");
+        assert!(body.contains("id=\"pools\""), "{body}");
+    }
 }

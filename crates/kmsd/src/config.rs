@@ -204,6 +204,17 @@ pub struct Layer {
     #[arg(long, env = "KMSD_DRAIN_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout_secs: Option<u64>,
+    /// Show the recent-activations table (time, workstation, client machine id, pool, result
+    /// of the last 20 requests) on the status page `/` of the HTTP port. Default false: the
+    /// page shows members, counts and thresholds only.
+    #[arg(
+        long,
+        env = "KMSD_STATUS_PAGE_ACTIVATIONS",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_page_activations: Option<bool>,
     /// The `[dns]` table of a TOML file (no flag or variable). [`parse_toml`] folds it into the
     /// `dns_*` fields above, so a parsed or merged layer has `None` here. Last, because TOML
     /// writes tables after plain keys.
@@ -260,6 +271,9 @@ impl Layer {
             max_pdu_size: self.max_pdu_size.or(lower.max_pdu_size),
             allow_client: self.allow_client.or(lower.allow_client),
             drain_timeout_secs: self.drain_timeout_secs.or(lower.drain_timeout_secs),
+            status_page_activations: self
+                .status_page_activations
+                .or(lower.status_page_activations),
             initial_cluster: self.initial_cluster.or(lower.initial_cluster),
             join: self.join.or(lower.join),
             advertise: self.advertise.or(lower.advertise),
@@ -367,6 +381,7 @@ impl Layer {
             max_pdu_size: Some(4096),
             allow_client: Some(Vec::new()),
             drain_timeout_secs: Some(10),
+            status_page_activations: Some(false),
             initial_cluster: None,
             join: None,
             advertise: None,
@@ -460,6 +475,8 @@ pub struct Settings {
     pub tls: Option<kms_tls::TlsFiles>,
     /// DNS settings.
     pub dns: DnsSettings,
+    /// The status page lists recent activations (workstations, CMIDs, addresses).
+    pub status_page_activations: bool,
     /// The effective operator layer (for `--print-config`).
     pub effective: Layer,
 }
@@ -823,6 +840,7 @@ impl Settings {
             join: l.join.clone(),
             advertise,
             insecure,
+            status_page_activations: l.status_page_activations.unwrap_or(false),
             commit_timeout: Duration::from_millis(commit_timeout_ms),
             snapshot_every,
             snapshot_keep_logs,

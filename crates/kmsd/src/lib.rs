@@ -359,6 +359,7 @@ pub async fn run_with(
             node: node.clone(),
             kms_ready: ready.clone(),
             events: events.clone(),
+            show_activations: settings.status_page_activations,
         },
         wait_stop(stop_rx.clone()),
     ));
