@@ -523,3 +523,132 @@ async fn status_page_lists_activations_only_when_asked() {
         assert!(body.contains("id=\"pools\""), "{body}");
     }
 }
+
+/// Every directory and file under `root` (itself included) with its permission bits.
+fn modes_under(root: &std::path::Path) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(p) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            for e in std::fs::read_dir(&p).unwrap() {
+                pending.push(e.unwrap().path());
+            }
+        }
+        out.push((p, meta.permissions().mode() & 0o7777));
+    }
+    out
+}
+
+/// Run `bin` with `args` under `umask 000` (through `sh`), stderr into `log`.
+fn under_umask_000(bin: &str, args: &[&str], log: &std::path::Path) -> std::process::Command {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg("-c")
+        .arg("umask 000; exec \"$@\"")
+        .arg("sh")
+        .arg(crate::harness::bin(bin))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap());
+    cmd
+}
+
+/// kmsd started with `umask 000` still keeps its data private: the data directory 0700 and
+/// every file in it 0600 (sub-directories 0700), while serving and after a clean stop; a wider
+/// existing data directory is tightened with one WARN; `kmsctl backup` writes 0600.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_files_and_backups_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // An existing data directory left open to everyone, with a stray world-readable file.
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let stray = data.join("notes.txt");
+    std::fs::write(&stray, "x").unwrap();
+    std::fs::set_permissions(&stray, std::fs::Permissions::from_mode(0o666)).unwrap();
+
+    let log = dir.path().join("kmsd.log");
+    let args = loopback_flags(data.to_str().unwrap());
+    let mut child = under_umask_000("kmsd", &strs(&args), &log).spawn().unwrap();
+    let serving = |text: &str| -> Option<serde_json::Value> {
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["message"] == "kmsd serving")
+    };
+    let started = Instant::now();
+    let up = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(v) = serving(&text) {
+            break v;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kmsd exited during start-up:\n{text}"
+        );
+        assert!(started.elapsed() < RUN, "kmsd did not start:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let kms: std::net::SocketAddr = up["kms"].as_str().unwrap().parse().unwrap();
+    let grpc = up["grpc"].as_str().unwrap().to_string();
+    let win = windows_client();
+    activate(kms, &win, &machine(&win)).await;
+
+    let check = |when: &str| {
+        let modes = modes_under(&data);
+        assert!(
+            modes.len() > 2,
+            "{when}: the store is in {}",
+            data.display()
+        );
+        for (path, mode) in modes {
+            let is_dir = path.is_dir();
+            let want = if is_dir { 0o700 } else { 0o600 };
+            assert!(
+                mode == want,
+                "{when}: {} has mode {mode:o}, expected {want:o}",
+                path.display()
+            );
+        }
+    };
+    check("while serving");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let warnings: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("the data directory was readable by group or others"))
+        .collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one WARN for the tightened directory:\n{text}"
+    );
+    assert!(warnings[0].contains("\"WARN\""), "{}", warnings[0]);
+
+    // kmsctl backup, also under umask 000.
+    let backup = dir.path().join("node.kmsbak");
+    let ctl_log = dir.path().join("kmsctl.log");
+    let out = under_umask_000(
+        "kmsctl",
+        &["--server", &grpc, "backup", backup.to_str().unwrap()],
+        &ctl_log,
+    )
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "kmsctl backup: {}",
+        std::fs::read_to_string(&ctl_log).unwrap_or_default()
+    );
+    let mode = std::fs::metadata(&backup).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode, 0o600, "backup file mode {mode:o}");
+
+    crate::harness::send_signal(child.id(), "TERM");
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(started.elapsed() < RUN, "kmsd did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check("after a clean stop");
+}

@@ -159,6 +159,44 @@ fn dns_config(s: &config::DnsSettings) -> anyhow::Result<Option<kms_dns::DnsConf
     Ok(Some(cfg))
 }
 
+/// Create the data directory with mode 0700, or make an existing one (and everything in it)
+/// private to kmsd's user: it holds the client inventory and the host identity. Logs one WARN
+/// when it had to take permissions away.
+fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut tightened = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        } else if !meta.is_file() {
+            continue; // symlinks and sockets keep their own modes
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7700))?;
+            tightened.push(format!("{} ({mode:o})", path.display()));
+        }
+    }
+    if !tightened.is_empty() {
+        warn!(
+            data_dir = %dir.display(),
+            count = tightened.len(),
+            paths = %tightened[..tightened.len().min(5)].join(", "),
+            "the data directory was readable by group or others; made it private to kmsd's \
+             user (directories 0700, files 0600)"
+        );
+    }
+    Ok(())
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -216,7 +254,7 @@ pub async fn run_with(
         version = env!("CARGO_PKG_VERSION"),
         "kmsd starting"
     );
-    std::fs::create_dir_all(&settings.data_dir)
+    private_data_dir(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
 
     let mut kms_listeners = Vec::new();
