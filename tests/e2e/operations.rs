@@ -182,6 +182,8 @@ fn bad_configuration_exits_2_naming_the_setting() {
         ("max-pdu-size = 100\n", "max-pdu-size"),
         ("name = \"not a label\"\n", "name"),
         ("allow-client = [\"10.0.0.0/33\"]\n", "allow-client"),
+        ("log-level = \"inf0\"\n", "log-level"),
+        ("log-level = \"info,openraft=wran\"\n", "log-level"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let file = dir.path().join(format!("bad{i}.toml"));
@@ -651,4 +653,40 @@ async fn data_files_and_backups_are_private_whatever_the_umask() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check("after a clean stop");
+}
+
+/// A misspelt `--log-level` is a start-up error naming the valid levels (it used to give no
+/// log at all); per-target filters stay valid, from the flag and from `KMSD_LOG_LEVEL`.
+#[test]
+fn log_level_typos_exit_2_naming_the_levels() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut args = loopback_flags(data.to_str().unwrap());
+    args.extend(["--log-level".to_string(), "inf0".to_string()]);
+    let (st, out, err) = run_kmsd(&strs(&args), &[], RUN);
+    assert_eq!(st.code(), Some(2), "{st:?}: {err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("log-level")
+            && err.contains("inf0")
+            && err.contains("trace, debug, info, warn, error, off"),
+        "{err}"
+    );
+    assert!(!data.exists(), "refused before anything was created");
+    let (st, _, err) = run_kmsd(
+        &["--print-config"],
+        &[("KMSD_LOG_LEVEL", "debug,openraft=loud")],
+        RUN,
+    );
+    assert_eq!(st.code(), Some(2), "{err}");
+    assert!(err.contains("'loud'"), "{err}");
+    for good in [
+        "info,openraft=warn",
+        "warn",
+        "debug,kms_host=trace,openraft=off",
+    ] {
+        let (st, toml, err) = run_kmsd(&["--print-config", "--log-level", good], &[], RUN);
+        assert!(st.success(), "{good}: {err}");
+        assert!(toml.contains(&format!("log-level = \"{good}\"")), "{toml}");
+    }
 }

@@ -92,7 +92,8 @@ pub struct Layer {
     #[arg(long, env = "KMSD_LOG_FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
-    /// Log filter (tracing EnvFilter syntax). Default "info,openraft=warn".
+    /// Log filter: a level (trace, debug, info, warn, error, off), optionally per target
+    /// (`info,openraft=warn`, tracing EnvFilter syntax). Default "info,openraft=warn".
     #[arg(long, env = "KMSD_LOG_LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
@@ -768,6 +769,15 @@ impl Settings {
                 });
             }
         };
+        let log_level = l
+            .log_level
+            .clone()
+            .unwrap_or_else(|| "info,openraft=warn".into());
+        let log_level =
+            crate::logging::check_filter(&log_level).map_err(|message| ConfigError::Invalid {
+                key: "log-level",
+                message,
+            })?;
         let insecure = l.insecure.unwrap_or(false);
         if tls.is_none() && !insecure {
             if !initial_cluster.is_empty() || l.join.is_some() {
@@ -852,10 +862,7 @@ impl Settings {
             http_listen: l.http_listen.or(d.http_listen).expect("default"),
             dns_listen: l.dns_listen.or(d.dns_listen).expect("default"),
             log_format: l.log_format.unwrap_or_default(),
-            log_level: l
-                .log_level
-                .clone()
-                .unwrap_or_else(|| "info,openraft=warn".into()),
+            log_level,
             host,
             effective: l,
         })
