@@ -277,16 +277,18 @@ async fn sigterm_drains_connections_and_exits_0() {
     );
     let addr = node.kms_addr();
     let win = windows_client();
-    // An idle connection that has activated, a bound idle one, and one in the middle of a PDU.
-    let mut used = connect(addr).await;
-    let (_, reply) = call(
-        &mut used,
-        &request(&win, &machine(&win), win.default_protocol),
-    )
-    .await;
+    // An idle connection that has activated, one with nothing sent, one that has bound (a
+    // call has started: it owes its REQUEST), and one in the middle of a PDU.
+    let mut used = RawConn::connect(addr).await;
+    used.bind().await;
+    let reply = used
+        .activate(&request(&win, &machine(&win), win.default_protocol))
+        .await
+        .unwrap();
     granted(reply, "before SIGTERM");
     let mut idle = RawConn::connect(addr).await;
-    idle.bind().await;
+    let mut started = RawConn::connect(addr).await;
+    started.bind().await;
     let mut partial = RawConn::connect(addr).await;
     partial.bind().await;
     let pdu = request_pdu(2, 0, 0, &ndr32_stub(&[0u8; 260]));
@@ -295,9 +297,29 @@ async fn sigterm_drains_connections_and_exits_0() {
 
     let start = Instant::now();
     node.signal("TERM");
-    // Idle connections are closed at once.
+    // Idle connections (nothing started, or their call answered) are closed at once.
     let t = idle.closed_within(Duration::from_secs(2)).await;
     assert!(t.is_some(), "an idle connection stays open after SIGTERM");
+    let t = used.closed_within(Duration::from_secs(2)).await;
+    assert!(
+        t.is_some(),
+        "an answered connection stays open after SIGTERM"
+    );
+    // The bound one is still served: its REQUEST gets a valid answer, then it is closed.
+    let who = machine(&win);
+    let reply = started
+        .activate(&request(&win, &who, win.default_protocol))
+        .await
+        .unwrap_or_else(|e| panic!("REQUEST after BIND and SIGTERM: {e}\n{}", tail(&node)));
+    let r = granted(reply, "a call started before SIGTERM");
+    assert_eq!(r.response.client_machine_id, who.cmid);
+    assert!(
+        started
+            .closed_within(Duration::from_secs(2))
+            .await
+            .is_some(),
+        "closed once its call was answered"
+    );
     let (status, node) = tokio::task::spawn_blocking(move || {
         let st = node.wait_exit(drain + Duration::from_secs(8));
         (st, node)

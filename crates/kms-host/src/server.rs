@@ -35,7 +35,8 @@ struct Shared<L, O> {
 }
 
 /// Serve KMS clients on already-bound `listeners` until `shutdown` resolves, then stop
-/// accepting, let in-flight calls finish (up to `drain_timeout`) and return.
+/// accepting, close connections with nothing started, let started calls (a BIND answered, a
+/// partial PDU) finish (up to `drain_timeout`) and return.
 pub async fn serve<L, O>(
     listeners: Vec<TcpListener>,
     settings: HostSettings,
@@ -192,6 +193,9 @@ async fn connection<L: Ledger, O: HostObserver>(
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // Start of the current partial PDU or fragmented REQUEST (or of idleness between calls).
     let mut since = Instant::now();
+    // A BIND (or ALTER_CONTEXT) was answered and no REQUEST since: the client has started a
+    // call, and a drain lets it finish (a Windows client binds, then sends its one REQUEST).
+    let mut call_started = false;
     loop {
         // Serve every complete PDU already buffered.
         loop {
@@ -203,9 +207,19 @@ async fn connection<L: Ledger, O: HostObserver>(
                     return Some("bad_frame");
                 }
             };
+            // `frame_len` saw a whole header, so the PTYPE byte is there.
+            let ptype = buf[2];
             let reply = match assoc.on_pdu(&buf[..len]) {
-                HostAction::Reply(bytes) => bytes,
-                HostAction::Call(call) => activate(shared, call, peer).await,
+                HostAction::Reply(bytes) => {
+                    if ptype == rpc::ptype::BIND || ptype == rpc::ptype::ALTER_CONTEXT {
+                        call_started = assoc.is_bound();
+                    }
+                    bytes
+                }
+                HostAction::Call(call) => {
+                    call_started = false;
+                    activate(shared, call, peer).await
+                }
                 HostAction::Continue => {
                     // A REQUEST fragment: nothing to send. `since` is left alone so the whole
                     // fragmented call must arrive within one idle timeout.
@@ -226,8 +240,10 @@ async fn connection<L: Ledger, O: HostObserver>(
         }
         // Mid-call means a partial PDU or a fragmented REQUEST not yet complete.
         let mid_call = !buf.is_empty() || assoc.is_reassembling();
-        if *stop.borrow() && !mid_call {
-            return None; // drain: idle connection closes
+        if *stop.borrow() && !mid_call && !call_started {
+            // Drain: a connection with nothing started closes at once; one that is bound and
+            // owes its REQUEST, or is in the middle of a PDU, may finish within drain_timeout.
+            return None;
         }
         let deadline = tokio::time::Instant::from_std(since + s.idle_timeout);
         tokio::select! {
