@@ -579,6 +579,158 @@ fn under_umask_000(bin: &str, args: &[&str], log: &std::path::Path) -> std::proc
     cmd
 }
 
+/// Wait for the "kmsd serving" line of a kmsd writing its log (text or JSON) to `log`.
+async fn serving_line(child: &mut std::process::Child, log: &std::path::Path) -> String {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(line) = text.lines().find(|l| l.contains("kmsd serving")) {
+            return line.to_string();
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kmsd exited during start-up:\n{text}"
+        );
+        assert!(started.elapsed() < RUN, "kmsd did not start:\n{text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Seconds into the UTC day of an RFC 3339 timestamp `YYYY-MM-DDTHH:MM:SS.ffffffZ`, after
+/// checking its shape.
+fn rfc3339_second_of_day(t: &str) -> i64 {
+    let b = t.as_bytes();
+    let digits = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_digit);
+    assert!(
+        b.len() == 27
+            && digits(0..4)
+            && b[4] == b'-'
+            && b[7] == b'-'
+            && b[10] == b'T'
+            && b[13] == b':'
+            && b[16] == b':'
+            && b[19] == b'.'
+            && digits(20..26)
+            && b[26] == b'Z',
+        "not RFC 3339 UTC: {t:?}"
+    );
+    let n = |r: std::ops::Range<usize>| t[r].parse::<i64>().unwrap();
+    n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
+}
+
+/// The fields of the 12290 event in kmsd's log, text and JSON, for a granted and a refused
+/// request: numbers as numbers, `reason` the documented token and omitted with `detail` on
+/// success, `pool` omitted when unknown, the client's time as RFC 3339, no Rust debug forms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_log_fields_are_plain_values_in_text_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let win = windows_client();
+    for format in ["json", "text"] {
+        let data = dir.path().join(format);
+        let log = dir.path().join(format!("{format}.log"));
+        let port = crate::harness::free_ports(1)[0];
+        let kms_listen = format!("127.0.0.1:{port}");
+        let mut args = loopback_flags(data.to_str().unwrap());
+        let at = |args: &[String], flag: &str| args.iter().position(|a| a == flag).unwrap() + 1;
+        let i = at(&args, "--log-format");
+        args[i] = format.into();
+        let i = at(&args, "--kms-listen");
+        args[i] = kms_listen.clone();
+        let mut child = std::process::Command::new(crate::harness::bin("kmsd"))
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        serving_line(&mut child, &log).await;
+        let addr: std::net::SocketAddr = kms_listen.parse().unwrap();
+        activate(addr, &win, &machine(&win)).await;
+        let mut conn = connect(addr).await;
+        let skewed =
+            kmsctl::client::build_request(win.default_protocol, &win, &machine(&win), 6 * 3600);
+        let (_, reply) = call(&mut conn, &skewed).await;
+        assert_eq!(refused(reply, "6 h ahead"), kms_wire::Hresult(0xC004_F06C));
+
+        let started = Instant::now();
+        let lines = loop {
+            let text = std::fs::read_to_string(&log).unwrap();
+            let lines: Vec<String> = text
+                .lines()
+                .filter(|l| l.contains("activation request processed"))
+                .map(str::to_string)
+                .collect();
+            if lines.len() >= 2 || started.elapsed() > RUN {
+                break lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        crate::harness::send_signal(child.id(), "TERM");
+        assert_eq!(lines.len(), 2, "{format}: {lines:#?}");
+        for line in &lines {
+            for debug_form in ["Some(", "None", "[", "{1", "\"-\"", "pool=-"] {
+                let body = if format == "json" {
+                    line.replace("{\"", "")
+                } else {
+                    line.clone()
+                };
+                assert!(
+                    !body.contains(debug_form),
+                    "{format}: {debug_form} in {line}"
+                );
+            }
+        }
+        let (ok, no) = (&lines[0], &lines[1]);
+        let times = if format == "json" {
+            let ok: serde_json::Value = serde_json::from_str(ok).unwrap();
+            let no: serde_json::Value = serde_json::from_str(no).unwrap();
+            assert_eq!(ok["event_id"], 12290);
+            assert_eq!(ok["hresult"], "0x00000000");
+            assert!(
+                ok["current_count"].is_u64() && ok["protocol"].is_u64(),
+                "{ok}"
+            );
+            assert_eq!(ok["pool"], "windows");
+            assert!(
+                ok.get("reason").is_none() && ok.get("detail").is_none(),
+                "{ok}"
+            );
+            assert_eq!(no["hresult"], "0xC004F06C");
+            assert_eq!(no["reason"], "time_skew", "{no}");
+            assert!(
+                no["detail"]
+                    .as_str()
+                    .is_some_and(|d| d.starts_with("request time differs")),
+                "{no}"
+            );
+            assert_eq!(no["current_count"], 0);
+            [ok, no].map(|v| v["client_time"].as_str().unwrap().to_string())
+        } else {
+            assert!(
+                ok.contains(" event_id=12290 ") && ok.contains(" pool=\"windows\" "),
+                "{ok}"
+            );
+            assert!(!ok.contains("reason=") && !ok.contains("detail="), "{ok}");
+            assert!(no.contains(" reason=\"time_skew\" "), "{no}");
+            assert!(no.contains(" detail=\"request time differs"), "{no}");
+            let time = |l: &str| {
+                l.split_once(" client_time=")
+                    .unwrap_or_else(|| panic!("no client_time: {l}"))
+                    .1
+                    .split(' ')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            [time(ok), time(no)]
+        };
+        // The times the clients sent: now, and six hours ahead.
+        let d = (rfc3339_second_of_day(&times[1]) - rfc3339_second_of_day(&times[0]))
+            .rem_euclid(86_400);
+        assert!((d - 6 * 3600).abs() < 120, "{format}: {times:?}");
+        let _ = child.wait();
+    }
+}
+
 /// kmsd started with `umask 000` still keeps its data private: the data directory 0700 and
 /// every file in it 0600 (sub-directories 0700), while serving and after a clean stop; a wider
 /// existing data directory is tightened with one WARN; `kmsctl backup` writes 0600.
@@ -597,24 +749,8 @@ async fn data_files_and_backups_are_private_whatever_the_umask() {
     let log = dir.path().join("kmsd.log");
     let args = loopback_flags(data.to_str().unwrap());
     let mut child = under_umask_000("kmsd", &strs(&args), &log).spawn().unwrap();
-    let serving = |text: &str| -> Option<serde_json::Value> {
-        text.lines()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["message"] == "kmsd serving")
-    };
-    let started = Instant::now();
-    let up = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(v) = serving(&text) {
-            break v;
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "kmsd exited during start-up:\n{text}"
-        );
-        assert!(started.elapsed() < RUN, "kmsd did not start:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let up = serving_line(&mut child, &log).await;
+    let up: serde_json::Value = serde_json::from_str(&up).unwrap();
     let kms: std::net::SocketAddr = up["kms"].as_str().unwrap().parse().unwrap();
     let grpc = up["grpc"].as_str().unwrap().to_string();
     let win = windows_client();

@@ -353,7 +353,7 @@ async fn activate<L: Ledger, O: HostObserver>(
                 Err(e) => {
                     warn!(error = %e, "cannot encode response (bad host identity?)");
                     event.hresult = e.hresult().0;
-                    event.reason = Some(e.to_string());
+                    event.reason = Some(format!("{}: {e}", crate::ledger::ENCODE_FAILED));
                     call.respond(Err(e.hresult()))
                 }
             }
@@ -391,7 +391,35 @@ fn activation_input(req: &ActivationRequest) -> ActivationInput {
     }
 }
 
+/// A FILETIME as RFC 3339 UTC with the client's 100 ns precision trimmed to microseconds
+/// (`2025-06-15T12:00:01.123456Z`); `None` outside the years 1601…9999 RFC 3339 can write.
+struct Rfc3339(FileTime);
+
+impl Rfc3339 {
+    fn of(t: FileTime) -> Option<Rfc3339> {
+        (kms_core::time::year_and_day_of_year(t).0 <= 9999).then_some(Rfc3339(t))
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.unix_secs();
+        let micros = self.0.0 % kms_wire::filetime::TICKS_PER_SECOND / 10;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = kms_core::time::civil_from_unix_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
 fn log_event(e: &ActivationEvent) {
+    let client_time = FileTime(e.client_time);
+    let detail = e.reason_detail();
     info!(
         event_id = e.event_id,
         hresult = format_args!("0x{:08X}", e.hresult),
@@ -401,17 +429,42 @@ fn log_event(e: &ActivationEvent) {
         current_count = e.current_count,
         workstation = e.workstation.as_str(),
         cmid = %e.client_machine_id,
-        client_time = e.client_time,
+        client_time = Rfc3339::of(client_time).map(tracing::field::display),
+        client_filetime = Rfc3339::of(client_time).is_none().then_some(e.client_time),
         is_vm = e.is_vm,
         license_status = e.license_status,
         binding_expiration = e.binding_expiration,
         sku_id = %e.sku_id,
         kms_counted_id = %e.kms_counted_id,
-        pool = e.pool.unwrap_or("-"),
+        pool = e.pool,
         source = %e.source,
-        reason = e.reason.as_deref().unwrap_or(""),
+        reason = e.reason_token(),
+        detail = detail.as_deref(),
         degraded = e.degraded,
         micros = e.duration.as_micros() as u64,
         "activation request processed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_times_are_rfc3339_utc() {
+        let t = |unix: i64, ticks: u64| {
+            let ft = FileTime(FileTime::from_unix_secs(unix).0 + ticks);
+            Rfc3339::of(ft).map(|r| r.to_string())
+        };
+        assert_eq!(t(0, 0).as_deref(), Some("1970-01-01T00:00:00.000000Z"));
+        assert_eq!(
+            t(1_749_988_801, 1_234_567).as_deref(),
+            Some("2025-06-15T12:00:01.123456Z")
+        );
+        assert_eq!(
+            Rfc3339::of(FileTime(0)).map(|r| r.to_string()).as_deref(),
+            Some("1601-01-01T00:00:00.000000Z")
+        );
+        assert!(Rfc3339::of(FileTime(u64::MAX)).is_none(), "year 60056");
+    }
 }

@@ -412,7 +412,7 @@ pub async fn run_with(
         Some(cfg) => {
             let (udp, tcp) = bind_dns(settings.dns_listen)?;
             let dns_addr = udp.local_addr()?;
-            info!(listen = %dns_addr, zones = ?settings.dns.zones, "DNS serving");
+            info!(listen = %dns_addr, zones = %settings.dns.zones.join(","), "DNS serving");
             let views = node.view();
             let observer: Arc<dyn kms_dns::DnsObserver> = metrics.clone();
             Some(tokio::spawn(kms_dns::DnsServer::serve(
