@@ -3,7 +3,8 @@
 # clients of three products with kmsctl, render http://…/ with headless Chromium, and check
 #   * the DOM (--dump-dom): node heading, leader line, members row, one row per pool with the
 #     counts and threshold, and a bar of the right width and colour class per pool; one row
-#     per activation in the recent-activations table, with its pool and result;
+#     per activation in the recent-activations table (kmsd runs with
+#     --status-page-activations), with its pool and result;
 #   * the screenshot (--screenshot): a PNG of the window size that is not blank — text pixels,
 #     bar tracks and bar fills in the page's colours are present.
 # Artifacts (screenshot, DOM, kmsd log) are kept in target/test-artifacts/browser/.
@@ -44,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 
 node_name=browser-node
-start_local_kmsd "$work/node" --name "$node_name"
+start_local_kmsd "$work/node" --name "$node_name" --status-page-activations
 log "kmsd serving: KMS $LOCAL_KMS, HTTP $LOCAL_HTTP"
 
 activate() { # activate PRODUCT MACHINES

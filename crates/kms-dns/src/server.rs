@@ -63,9 +63,15 @@ impl DnsServer {
         let first = views.borrow_and_update().clone();
         responder.update(&first);
         info!(
-            udp = ?udp.local_addr().ok(),
-            tcp = ?tcp.local_addr().ok(),
-            zones = ?responder.config().zones.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            udp = udp.local_addr().ok().map(tracing::field::display),
+            tcp = tcp.local_addr().ok().map(tracing::field::display),
+            zones = %responder
+                .config()
+                .zones
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             "DNS server listening"
         );
 

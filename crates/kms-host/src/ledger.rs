@@ -105,6 +105,72 @@ pub struct ActivationEvent {
     pub duration: Duration,
 }
 
+/// The stable token of a refusal reason, for logs and alerts: the label of kms-core's
+/// `RefusalReason` (`time_skew`, `retail`, `not_served`, …), `pool_seat_limit` /
+/// `group_seat_limit`, `no_identity`, `journal_failed`, `shutting_down`, `encode_failed`, or
+/// `other` for a text this function does not know. The ledger hands over a human-readable
+/// text (kept as the event's `detail`); the token is recognised from it.
+pub fn reason_token(reason: &str) -> &'static str {
+    const PREFIXES: [(&str, &str); 12] = [
+        ("unsupported protocol version", "unsupported_version"),
+        ("request time differs from host time", "time_skew"),
+        ("required client count is 0", "required_count_zero"),
+        ("required client count ", "required_count_too_large"),
+        ("unknown product group", "unknown_product"),
+        ("unknown application id", "unknown_application"),
+        ("PoolSeatLimit", "pool_seat_limit"),
+        ("GroupSeatLimit", "group_seat_limit"),
+        ("the cluster has no host identity", "no_identity"),
+        ("no leader and the local journal failed", "journal_failed"),
+        ("the node is shutting down", "shutting_down"),
+        (ENCODE_FAILED, "encode_failed"),
+    ];
+    const SUFFIXES: [(&str, &str); 3] = [
+        (" is retail", "retail"),
+        (" is a pre-release", "preview"),
+        (" is not served by this cluster", "not_served"),
+    ];
+    if let Some((_, token)) = PREFIXES.iter().find(|(p, _)| reason.starts_with(p)) {
+        return token;
+    }
+    if let Some((_, token)) = SUFFIXES.iter().find(|(s, _)| reason.ends_with(s)) {
+        return token;
+    }
+    if reason.starts_with("application id ") && reason.contains(" does not match product group ") {
+        return "application_mismatch";
+    }
+    "other"
+}
+
+/// Start of the reason of a response the host could not encode.
+pub(crate) const ENCODE_FAILED: &str = "cannot encode the response";
+
+impl ActivationEvent {
+    /// The refusal's token ([`reason_token`]); `None` for a granted request.
+    pub fn reason_token(&self) -> Option<&'static str> {
+        self.reason.as_deref().map(reason_token)
+    }
+
+    /// The refusal's text for people; `None` for a granted request. A seat-limit refusal is
+    /// said in words (the ledger's form names Rust types).
+    pub fn reason_detail(&self) -> Option<std::borrow::Cow<'_, str>> {
+        let text = self.reason.as_deref()?;
+        let scope = match reason_token(text) {
+            "pool_seat_limit" => "the pool",
+            "group_seat_limit" => "the product group",
+            _ => return Some(text.into()),
+        };
+        let limit = text
+            .split_once("limit: ")
+            .map(|(_, rest)| rest.trim_end_matches([' ', '}']))
+            .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        Some(match limit {
+            Some(n) => format!("{scope} has reached its seat limit of {n} live clients").into(),
+            None => format!("{scope} has reached its seat limit").into(),
+        })
+    }
+}
+
 /// Receives the listener's events (metrics, event streams). Every method has a no-op default.
 pub trait HostObserver: Send + Sync + 'static {
     /// A connection was accepted and will be served.
@@ -124,3 +190,90 @@ pub trait HostObserver: Send + Sync + 'static {
 pub struct NoopObserver;
 
 impl HostObserver for NoopObserver {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kms_core::RefusalReason;
+    use kms_core::state::RecordRefusal;
+
+    /// The ledger's texts come from kms-core (Display of `RefusalReason`, Debug of
+    /// `RecordRefusal`): every one of them has its token, the reason's own label.
+    #[test]
+    fn every_refusal_text_has_its_documented_token() {
+        let g = Guid([7; 16]);
+        for r in [
+            RefusalReason::UnsupportedVersion(3),
+            RefusalReason::TimeSkew {
+                skew_secs: 20_000,
+                limit_secs: 14_400,
+            },
+            RefusalReason::RequiredCountZero,
+            RefusalReason::RequiredCountTooLarge(5000),
+            RefusalReason::UnknownProductGroup(g),
+            RefusalReason::UnknownApplication(g),
+            RefusalReason::ApplicationMismatch {
+                kms_counted_id: g,
+                expected: g,
+                got: Guid([8; 16]),
+            },
+            RefusalReason::Retail(g),
+            RefusalReason::Preview(g),
+            RefusalReason::NotServed(g),
+        ] {
+            assert_eq!(reason_token(&r.to_string()), r.label(), "{r}");
+        }
+        let pool = format!(
+            "{:?}",
+            RecordRefusal::PoolSeatLimit {
+                pool: kms_core::Pool::Windows,
+                limit: 5
+            }
+        );
+        let group = format!(
+            "{:?}",
+            RecordRefusal::GroupSeatLimit {
+                kms_counted_id: g,
+                limit: 12
+            }
+        );
+        assert_eq!(reason_token(&pool), "pool_seat_limit");
+        assert_eq!(reason_token(&group), "group_seat_limit");
+        assert_eq!(reason_token("the node is shutting down"), "shutting_down");
+        assert_eq!(reason_token("something new"), "other");
+
+        let mut e = ActivationEvent {
+            event_id: 12290,
+            hresult: 0xC004_F042,
+            protocol: 6,
+            syntax: "ndr32",
+            required_client_count: 25,
+            current_count: 0,
+            workstation: "PC".into(),
+            client_machine_id: g,
+            client_time: 0,
+            is_vm: false,
+            license_status: 2,
+            binding_expiration: 0,
+            sku_id: g,
+            kms_counted_id: g,
+            application_id: g,
+            pool: None,
+            source: ([127, 0, 0, 1], 1).into(),
+            reason: Some(pool),
+            degraded: false,
+            duration: Duration::ZERO,
+        };
+        assert_eq!(
+            e.reason_detail().as_deref(),
+            Some("the pool has reached its seat limit of 5 live clients")
+        );
+        e.reason = Some(group);
+        assert_eq!(
+            e.reason_detail().as_deref(),
+            Some("the product group has reached its seat limit of 12 live clients")
+        );
+        e.reason = None;
+        assert_eq!((e.reason_token(), e.reason_detail()), (None, None));
+    }
+}

@@ -35,7 +35,8 @@ struct Shared<L, O> {
 }
 
 /// Serve KMS clients on already-bound `listeners` until `shutdown` resolves, then stop
-/// accepting, let in-flight calls finish (up to `drain_timeout`) and return.
+/// accepting, close connections with nothing started, let started calls (a BIND answered, a
+/// partial PDU) finish (up to `drain_timeout`) and return.
 pub async fn serve<L, O>(
     listeners: Vec<TcpListener>,
     settings: HostSettings,
@@ -192,6 +193,9 @@ async fn connection<L: Ledger, O: HostObserver>(
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // Start of the current partial PDU or fragmented REQUEST (or of idleness between calls).
     let mut since = Instant::now();
+    // A BIND (or ALTER_CONTEXT) was answered and no REQUEST since: the client has started a
+    // call, and a drain lets it finish (a Windows client binds, then sends its one REQUEST).
+    let mut call_started = false;
     loop {
         // Serve every complete PDU already buffered.
         loop {
@@ -203,9 +207,19 @@ async fn connection<L: Ledger, O: HostObserver>(
                     return Some("bad_frame");
                 }
             };
+            // `frame_len` saw a whole header, so the PTYPE byte is there.
+            let ptype = buf[2];
             let reply = match assoc.on_pdu(&buf[..len]) {
-                HostAction::Reply(bytes) => bytes,
-                HostAction::Call(call) => activate(shared, call, peer).await,
+                HostAction::Reply(bytes) => {
+                    if ptype == rpc::ptype::BIND || ptype == rpc::ptype::ALTER_CONTEXT {
+                        call_started = assoc.is_bound();
+                    }
+                    bytes
+                }
+                HostAction::Call(call) => {
+                    call_started = false;
+                    activate(shared, call, peer).await
+                }
                 HostAction::Continue => {
                     // A REQUEST fragment: nothing to send. `since` is left alone so the whole
                     // fragmented call must arrive within one idle timeout.
@@ -226,8 +240,10 @@ async fn connection<L: Ledger, O: HostObserver>(
         }
         // Mid-call means a partial PDU or a fragmented REQUEST not yet complete.
         let mid_call = !buf.is_empty() || assoc.is_reassembling();
-        if *stop.borrow() && !mid_call {
-            return None; // drain: idle connection closes
+        if *stop.borrow() && !mid_call && !call_started {
+            // Drain: a connection with nothing started closes at once; one that is bound and
+            // owes its REQUEST, or is in the middle of a PDU, may finish within drain_timeout.
+            return None;
         }
         let deadline = tokio::time::Instant::from_std(since + s.idle_timeout);
         tokio::select! {
@@ -337,7 +353,7 @@ async fn activate<L: Ledger, O: HostObserver>(
                 Err(e) => {
                     warn!(error = %e, "cannot encode response (bad host identity?)");
                     event.hresult = e.hresult().0;
-                    event.reason = Some(e.to_string());
+                    event.reason = Some(format!("{}: {e}", crate::ledger::ENCODE_FAILED));
                     call.respond(Err(e.hresult()))
                 }
             }
@@ -375,7 +391,35 @@ fn activation_input(req: &ActivationRequest) -> ActivationInput {
     }
 }
 
+/// A FILETIME as RFC 3339 UTC with the client's 100 ns precision trimmed to microseconds
+/// (`2025-06-15T12:00:01.123456Z`); `None` outside the years 1601…9999 RFC 3339 can write.
+struct Rfc3339(FileTime);
+
+impl Rfc3339 {
+    fn of(t: FileTime) -> Option<Rfc3339> {
+        (kms_core::time::year_and_day_of_year(t).0 <= 9999).then_some(Rfc3339(t))
+    }
+}
+
+impl std::fmt::Display for Rfc3339 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let secs = self.0.unix_secs();
+        let micros = self.0.0 % kms_wire::filetime::TICKS_PER_SECOND / 10;
+        let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+        let (y, m, d) = kms_core::time::civil_from_unix_days(days);
+        write!(
+            f,
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
+            rem / 3600,
+            rem % 3600 / 60,
+            rem % 60
+        )
+    }
+}
+
 fn log_event(e: &ActivationEvent) {
+    let client_time = FileTime(e.client_time);
+    let detail = e.reason_detail();
     info!(
         event_id = e.event_id,
         hresult = format_args!("0x{:08X}", e.hresult),
@@ -385,17 +429,42 @@ fn log_event(e: &ActivationEvent) {
         current_count = e.current_count,
         workstation = e.workstation.as_str(),
         cmid = %e.client_machine_id,
-        client_time = e.client_time,
+        client_time = Rfc3339::of(client_time).map(tracing::field::display),
+        client_filetime = Rfc3339::of(client_time).is_none().then_some(e.client_time),
         is_vm = e.is_vm,
         license_status = e.license_status,
         binding_expiration = e.binding_expiration,
         sku_id = %e.sku_id,
         kms_counted_id = %e.kms_counted_id,
-        pool = e.pool.unwrap_or("-"),
+        pool = e.pool,
         source = %e.source,
-        reason = e.reason.as_deref().unwrap_or(""),
+        reason = e.reason_token(),
+        detail = detail.as_deref(),
         degraded = e.degraded,
         micros = e.duration.as_micros() as u64,
         "activation request processed"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_times_are_rfc3339_utc() {
+        let t = |unix: i64, ticks: u64| {
+            let ft = FileTime(FileTime::from_unix_secs(unix).0 + ticks);
+            Rfc3339::of(ft).map(|r| r.to_string())
+        };
+        assert_eq!(t(0, 0).as_deref(), Some("1970-01-01T00:00:00.000000Z"));
+        assert_eq!(
+            t(1_749_988_801, 1_234_567).as_deref(),
+            Some("2025-06-15T12:00:01.123456Z")
+        );
+        assert_eq!(
+            Rfc3339::of(FileTime(0)).map(|r| r.to_string()).as_deref(),
+            Some("1601-01-01T00:00:00.000000Z")
+        );
+        assert!(Rfc3339::of(FileTime(u64::MAX)).is_none(), "year 60056");
+    }
 }

@@ -75,7 +75,8 @@ pub struct Layer {
     #[arg(long = "kms-listen", env = "KMSD_KMS_LISTEN", value_delimiter = ',')]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kms_listen: Option<Vec<SocketAddr>>,
-    /// gRPC listen address (Raft peers and admin API). Default 127.0.0.1:1689.
+    /// gRPC listen address (Raft peers and admin API). Default 127.0.0.1:1689. Without TLS it
+    /// must be a loopback address unless --insecure is given.
     #[arg(long, env = "KMSD_GRPC_LISTEN")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grpc_listen: Option<SocketAddr>,
@@ -91,7 +92,8 @@ pub struct Layer {
     #[arg(long, env = "KMSD_LOG_FORMAT")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_format: Option<LogFormat>,
-    /// Log filter (tracing EnvFilter syntax). Default "info,openraft=warn".
+    /// Log filter: a level (trace, debug, info, warn, error, off), optionally per target
+    /// (`info,openraft=warn`, tracing EnvFilter syntax). Default "info,openraft=warn".
     #[arg(long, env = "KMSD_LOG_LEVEL")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
@@ -141,7 +143,8 @@ pub struct Layer {
     #[arg(long, env = "KMSD_ADVERTISE")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub advertise: Option<String>,
-    /// Allow a multi-node cluster without TLS (peer and admin traffic in clear text).
+    /// Allow gRPC without TLS where others can reach it — a multi-node cluster, or a
+    /// non-loopback --grpc-listen — with peer and admin traffic in clear text and unauthenticated.
     #[arg(long, env = "KMSD_INSECURE", num_args = 0..=1, default_missing_value = "true")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
@@ -202,6 +205,17 @@ pub struct Layer {
     #[arg(long, env = "KMSD_DRAIN_TIMEOUT_SECS")]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drain_timeout_secs: Option<u64>,
+    /// Show the recent-activations table (time, workstation, client machine id, pool, result
+    /// of the last 20 requests) on the status page `/` of the HTTP port. Default false: the
+    /// page shows members, counts and thresholds only.
+    #[arg(
+        long,
+        env = "KMSD_STATUS_PAGE_ACTIVATIONS",
+        num_args = 0..=1,
+        default_missing_value = "true"
+    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status_page_activations: Option<bool>,
     /// The `[dns]` table of a TOML file (no flag or variable). [`parse_toml`] folds it into the
     /// `dns_*` fields above, so a parsed or merged layer has `None` here. Last, because TOML
     /// writes tables after plain keys.
@@ -258,6 +272,9 @@ impl Layer {
             max_pdu_size: self.max_pdu_size.or(lower.max_pdu_size),
             allow_client: self.allow_client.or(lower.allow_client),
             drain_timeout_secs: self.drain_timeout_secs.or(lower.drain_timeout_secs),
+            status_page_activations: self
+                .status_page_activations
+                .or(lower.status_page_activations),
             initial_cluster: self.initial_cluster.or(lower.initial_cluster),
             join: self.join.or(lower.join),
             advertise: self.advertise.or(lower.advertise),
@@ -365,6 +382,7 @@ impl Layer {
             max_pdu_size: Some(4096),
             allow_client: Some(Vec::new()),
             drain_timeout_secs: Some(10),
+            status_page_activations: Some(false),
             initial_cluster: None,
             join: None,
             advertise: None,
@@ -446,7 +464,7 @@ pub struct Settings {
     pub join: Option<String>,
     /// The host this node advertises.
     pub advertise: String,
-    /// Multi-node without TLS allowed.
+    /// Clear-text gRPC reachable by others (multi-node, non-loopback listener) allowed.
     pub insecure: bool,
     /// Commit timeout before degraded mode.
     pub commit_timeout: Duration,
@@ -458,6 +476,8 @@ pub struct Settings {
     pub tls: Option<kms_tls::TlsFiles>,
     /// DNS settings.
     pub dns: DnsSettings,
+    /// The status page lists recent activations (workstations, CMIDs, addresses).
+    pub status_page_activations: bool,
     /// The effective operator layer (for `--print-config`).
     pub effective: Layer,
 }
@@ -477,6 +497,16 @@ pub struct DnsSettings {
     pub axfr_allow: Vec<IpNet>,
     /// Responses per second per source.
     pub rate_limit: u32,
+}
+
+/// The refusal of clear-text gRPC where it would be reachable by others (a multi-node
+/// cluster, a non-loopback `--grpc-listen`): `why`, then what to do about it. Used by the
+/// configuration check and by the node's own check of the members its data directory records.
+pub fn clear_text_refusal(why: &str) -> String {
+    format!(
+        "{why}: give --tls-ca, --tls-cert and --tls-key (see `kmsctl cert`), or run with \
+         --insecure to accept clear text"
+    )
 }
 
 /// Parse `1=host:port,2=host:port,…`.
@@ -739,6 +769,41 @@ impl Settings {
                 });
             }
         };
+        let log_level = l
+            .log_level
+            .clone()
+            .unwrap_or_else(|| "info,openraft=warn".into());
+        let log_level =
+            crate::logging::check_filter(&log_level).map_err(|message| ConfigError::Invalid {
+                key: "log-level",
+                message,
+            })?;
+        let insecure = l.insecure.unwrap_or(false);
+        if tls.is_none() && !insecure {
+            if !initial_cluster.is_empty() || l.join.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: if l.join.is_some() {
+                        "join"
+                    } else {
+                        "initial-cluster"
+                    },
+                    message: clear_text_refusal(
+                        "a multi-node cluster (--initial-cluster/--join) must use TLS for peer \
+                         and admin traffic",
+                    ),
+                });
+            }
+            if !grpc_listen.ip().to_canonical().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key: "grpc-listen",
+                    message: clear_text_refusal(&format!(
+                        "{grpc_listen} is not a loopback address, and without TLS the admin API \
+                         (configuration, identity rotation, full backups) would be open to \
+                         anyone who reaches it; listen on 127.0.0.1 or [::1]"
+                    )),
+                });
+            }
+        }
         let zones: Vec<String> = l
             .dns_zone
             .clone()
@@ -784,7 +849,8 @@ impl Settings {
             initial_cluster,
             join: l.join.clone(),
             advertise,
-            insecure: l.insecure.unwrap_or(false),
+            insecure,
+            status_page_activations: l.status_page_activations.unwrap_or(false),
             commit_timeout: Duration::from_millis(commit_timeout_ms),
             snapshot_every,
             snapshot_keep_logs,
@@ -796,10 +862,7 @@ impl Settings {
             http_listen: l.http_listen.or(d.http_listen).expect("default"),
             dns_listen: l.dns_listen.or(d.dns_listen).expect("default"),
             log_format: l.log_format.unwrap_or_default(),
-            log_level: l
-                .log_level
-                .clone()
-                .unwrap_or_else(|| "info,openraft=warn".into()),
+            log_level,
             host,
             effective: l,
         })
@@ -1034,6 +1097,63 @@ mod tests {
             ..Layer::defaults()
         };
         assert!(Settings::from_layer(bad).is_err());
+    }
+
+    #[test]
+    fn clear_text_grpc_off_loopback_needs_insecure_or_tls() {
+        let listen = |addr: &str, insecure: Option<bool>| Layer {
+            grpc_listen: Some(addr.parse().unwrap()),
+            insecure,
+            ..Layer::defaults()
+        };
+        for addr in [
+            "0.0.0.0:1689",
+            "[::]:1689",
+            "192.0.2.7:1689",
+            "[2001:db8::1]:1689",
+        ] {
+            let err = Settings::from_layer(listen(addr, None)).unwrap_err();
+            let msg = err.to_string();
+            assert!(
+                msg.contains("grpc-listen")
+                    && msg.contains(addr)
+                    && msg.contains("--tls-ca")
+                    && msg.contains("--insecure"),
+                "{addr}: {msg}"
+            );
+            assert!(Settings::from_layer(listen(addr, Some(true))).is_ok());
+        }
+        for addr in [
+            "127.0.0.1:1689",
+            "127.0.0.2:0",
+            "[::1]:1689",
+            "[::ffff:127.0.0.1]:1",
+        ] {
+            assert!(Settings::from_layer(listen(addr, None)).is_ok(), "{addr}");
+        }
+        let with_tls = Layer {
+            tls_ca: Some("ca.crt".into()),
+            tls_cert: Some("node.crt".into()),
+            tls_key: Some("node.key".into()),
+            ..listen("0.0.0.0:1689", None)
+        };
+        assert!(Settings::from_layer(with_tls).is_ok());
+        let cluster = Layer {
+            initial_cluster: Some("1=a:1689,2=b:1689".into()),
+            ..Layer::defaults()
+        };
+        let err = Settings::from_layer(cluster.clone())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("initial-cluster") && err.contains("--insecure"),
+            "{err}"
+        );
+        let cluster = Layer {
+            insecure: Some(true),
+            ..cluster
+        };
+        assert!(Settings::from_layer(cluster).is_ok());
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! HTTP endpoints: `/metrics` (Prometheus text format), `/healthz` (alive), `/readyz` (serving
-//! activations — in quorum or degraded — with the state in the body) and `/` (status page).
+//! activations — in quorum or degraded — with the state in the body) and `/` (status page:
+//! members, counts and thresholds; the recent activations only with
+//! `--status-page-activations`).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +28,9 @@ pub struct HttpState {
     pub kms_ready: Arc<AtomicBool>,
     /// Recent activations (status page).
     pub events: crate::events::EventHub,
+    /// The status page lists recent activations (`--status-page-activations`); otherwise it
+    /// shows members, counts and thresholds only.
+    pub show_activations: bool,
 }
 
 /// Serve HTTP on `listener` until `shutdown` resolves.
@@ -156,8 +161,19 @@ td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
             p.pool, p.live, p.reported, p.threshold
         ));
     }
-    html.push_str("</table><h2>Recent activations</h2><table id=\"activations\"><tr><th>time (UTC)</th><th>workstation</th><th>client machine id</th><th>pool</th><th>protocol</th><th>count</th><th>result</th></tr>");
-    let recent = s.events.subscribe(RECENT_ON_PAGE).recent;
+    html.push_str("</table>");
+    if s.show_activations {
+        recent_activations(&mut html, &s.events);
+    }
+    html.push_str("</body></html>");
+    Html(html)
+}
+
+/// The recent-activations table: who activated (workstation, client machine id) — shown only
+/// with `--status-page-activations`.
+fn recent_activations(html: &mut String, events: &crate::events::EventHub) {
+    html.push_str("<h2>Recent activations</h2><table id=\"activations\"><tr><th>time (UTC)</th><th>workstation</th><th>client machine id</th><th>pool</th><th>protocol</th><th>count</th><th>result</th></tr>");
+    let recent = events.subscribe(RECENT_ON_PAGE).recent;
     for e in recent.iter().rev() {
         let secs = e.time_unix_ms.div_euclid(1000);
         let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -180,8 +196,7 @@ td,th{padding:4px 10px;border-bottom:1px solid #ccc;text-align:left}\
     if recent.is_empty() {
         html.push_str("<tr><td colspan=\"7\">none since this node started</td></tr>");
     }
-    html.push_str("</table></body></html>");
-    Html(html)
+    html.push_str("</table>");
 }
 
 /// Copy a node status into the gauges. Called by every `/metrics` scrape, so a scrape right

@@ -159,6 +159,44 @@ fn dns_config(s: &config::DnsSettings) -> anyhow::Result<Option<kms_dns::DnsConf
     Ok(Some(cfg))
 }
 
+/// Create the data directory with mode 0700, or make an existing one (and everything in it)
+/// private to kmsd's user: it holds the client inventory and the host identity. Logs one WARN
+/// when it had to take permissions away.
+fn private_data_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mut tightened = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(path) = pending.pop() {
+        let meta = std::fs::symlink_metadata(&path)?;
+        if meta.is_dir() {
+            for entry in std::fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        } else if !meta.is_file() {
+            continue; // symlinks and sockets keep their own modes
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode & 0o7700))?;
+            tightened.push(format!("{} ({mode:o})", path.display()));
+        }
+    }
+    if !tightened.is_empty() {
+        warn!(
+            data_dir = %dir.display(),
+            count = tightened.len(),
+            paths = %tightened[..tightened.len().min(5)].join(", "),
+            "the data directory was readable by group or others; made it private to kmsd's \
+             user (directories 0700, files 0600)"
+        );
+    }
+    Ok(())
+}
+
 /// Resolves on SIGTERM or SIGINT.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
@@ -216,7 +254,7 @@ pub async fn run_with(
         version = env!("CARGO_PKG_VERSION"),
         "kmsd starting"
     );
-    std::fs::create_dir_all(&settings.data_dir)
+    private_data_dir(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
 
     let mut kms_listeners = Vec::new();
@@ -246,17 +284,19 @@ pub async fn run_with(
         }
         None => None,
     };
-    if multi_node && tls.is_none() {
-        if !settings.insecure {
-            anyhow::bail!(
-                "a multi-node cluster (--initial-cluster/--join) must use TLS for peer and admin \
-                 traffic: give --tls-ca, --tls-cert and --tls-key (see `kmsctl cert`), or run \
-                 with --insecure to accept clear text"
-            );
-        }
+    if multi_node && tls.is_none() && !settings.insecure {
+        anyhow::bail!(config::clear_text_refusal(
+            "a multi-node cluster (--initial-cluster/--join) must use TLS for peer and admin \
+             traffic"
+        ));
+    }
+    if tls.is_none() && settings.insecure {
         warn!(
-            "--insecure: peer and admin gRPC traffic is NOT encrypted or authenticated; anyone \
-             who reaches the gRPC port can change the cluster"
+            grpc = %settings.grpc_listen,
+            "--insecure: gRPC runs WITHOUT TLS and WITHOUT authentication: anyone who reaches \
+             the gRPC port can change the configuration, rotate the host identity, take a full \
+             backup (identity included) and join the cluster; give --tls-ca, --tls-cert and \
+             --tls-key (see `kmsctl cert`) instead"
         );
     }
     let grpc_listener = bind_tcp(settings.grpc_listen)
@@ -301,11 +341,10 @@ pub async fn run_with(
     let members = node.status().members.len();
     if members > 1 && tls.is_none() && !settings.insecure {
         node.shutdown().await;
-        anyhow::bail!(
+        anyhow::bail!(config::clear_text_refusal(&format!(
             "the data directory holds a cluster of {members} members: peer and admin traffic \
-             must use TLS (--tls-ca, --tls-cert, --tls-key; see `kmsctl cert`), or run with \
-             --insecure to accept clear text"
-        );
+             must use TLS"
+        )));
     }
     let node = Arc::new(node);
 
@@ -359,6 +398,7 @@ pub async fn run_with(
             node: node.clone(),
             kms_ready: ready.clone(),
             events: events.clone(),
+            show_activations: settings.status_page_activations,
         },
         wait_stop(stop_rx.clone()),
     ));
@@ -373,7 +413,7 @@ pub async fn run_with(
         Some(cfg) => {
             let (udp, tcp) = bind_dns(settings.dns_listen)?;
             let dns_addr = udp.local_addr()?;
-            info!(listen = %dns_addr, zones = ?settings.dns.zones, "DNS serving");
+            info!(listen = %dns_addr, zones = %settings.dns.zones.join(","), "DNS serving");
             let views = node.view();
             let observer: Arc<dyn kms_dns::DnsObserver> = metrics.clone();
             Some(tokio::spawn(kms_dns::DnsServer::serve(

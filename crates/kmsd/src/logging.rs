@@ -25,10 +25,67 @@ const LINGER: Duration = Duration::from_millis(2);
 /// Bytes past which a logger writes the buffer out itself.
 const MAX_BUFFERED: usize = 4 << 20;
 
+/// The levels a `--log-level` directive may name.
+pub const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// The filter the subscriber is built with, from the operator's `--log-level`. The one place
+/// where kmsd adds directives of its own.
+fn effective_filter(user: &str) -> String {
+    user.to_string()
+}
+
+/// Check a `--log-level` filter strictly: every comma-separated directive is a level
+/// (`info`) or `TARGET=LEVEL` (`openraft=warn`, spans allowed: `kms_host[conn]=debug`), with a
+/// level among [`LEVELS`], and the whole parses as a tracing `EnvFilter`. A misspelt level
+/// would otherwise be taken for a target name and silence the log. Returns the filter with the
+/// blanks around directives removed (`warn, kmsd=debug` → `warn,kmsd=debug`).
+pub fn check_filter(filter: &str) -> Result<String, String> {
+    let valid = LEVELS.join(", ");
+    let directives: Vec<&str> = filter
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    if directives.is_empty() {
+        return Err(format!(
+            "empty filter: give a level ({valid}), optionally per target, e.g. \
+             \"info,openraft=warn\""
+        ));
+    }
+    for &d in &directives {
+        // The level follows the last `=` after any span part (`target[span{f=v}]=level`).
+        let tail_start = d.rfind(']').map_or(0, |i| i + 1);
+        let level = match d[tail_start..].rsplit_once('=') {
+            Some((_, level)) => level,
+            None if tail_start == 0 => d,
+            None => {
+                return Err(format!(
+                    "'{d}' gives no level: write '{d}=LEVEL' with LEVEL one of {valid}"
+                ));
+            }
+        };
+        if !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(level.trim())) {
+            return Err(format!(
+                "'{}' in '{d}' is not a log level: use one of {valid}, optionally per target \
+                 (e.g. \"info,openraft=warn\")",
+                level.trim()
+            ));
+        }
+    }
+    let filter = directives.join(",");
+    EnvFilter::builder()
+        .parse(effective_filter(&filter))
+        .map(|_| filter.clone())
+        .map_err(|e| format!("'{filter}': {e} (levels: {valid})"))
+}
+
 /// Install the global subscriber (once; later calls return a guard that flushes nothing new).
 /// Keep the guard until the process ends: dropping it writes out every buffered line.
+/// `filter` is the `--log-level` checked by [`check_filter`].
 pub fn init(format: LogFormat, filter: &str) -> LogGuard {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::builder()
+        .parse(effective_filter(filter))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = Buffered::start(Box::new(std::io::stderr()));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
@@ -252,6 +309,47 @@ pub(crate) mod capture {
 mod tests {
     use super::capture::Capture;
     use super::*;
+
+    #[test]
+    fn log_filters_are_checked_strictly() {
+        for good in [
+            "info",
+            "INFO",
+            "info,openraft=warn",
+            "warn, kmsd=debug",
+            "off",
+            "error,kms_host=trace,openraft=off",
+            "kms_host[conn]=debug",
+            "kms_host[conn{peer=1}]=info",
+        ] {
+            assert!(
+                check_filter(good).is_ok(),
+                "{good}: {:?}",
+                check_filter(good)
+            );
+        }
+        for bad in [
+            "inf0",
+            "",
+            " , ",
+            "info,openraft=wrn",
+            "openraft=",
+            "verbose",
+            "kms_host[conn]",
+            "3",
+        ] {
+            let err = check_filter(bad).unwrap_err();
+            assert!(
+                err.contains("trace, debug, info, warn, error, off"),
+                "{bad:?}: {err}"
+            );
+        }
+        assert_eq!(
+            check_filter(" warn, kmsd=debug ,").unwrap(),
+            "warn,kmsd=debug"
+        );
+        assert_eq!(effective_filter("info,openraft=warn"), "info,openraft=warn");
+    }
 
     #[test]
     fn lines_from_many_threads_come_out_whole_in_order_and_flush_writes_them() {

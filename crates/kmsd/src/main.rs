@@ -21,6 +21,9 @@ fn main() -> std::process::ExitCode {
         print!("{}", settings.to_toml());
         return std::process::ExitCode::SUCCESS;
     }
+    // Everything kmsd creates — the data directory, the store, checkpoints, journals — is for
+    // its own user only, whatever umask it was started with.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     // Held to the end: dropping it writes out every queued log line.
     let log = kmsd::logging::init(settings.log_format, &settings.log_level);
     for v in &unknown_env {

@@ -122,8 +122,22 @@ pub(super) async fn run(
         .await?;
     let partial = partial_path(&args.file);
     let io = |what: &str, e: std::io::Error| AdminError::Io(format!("{what}: {e}"));
-    let file = std::fs::File::create(&partial)
-        .map_err(|e| io(&format!("cannot create {}", partial.display()), e))?;
+    // The backup holds the host identity and the client inventory: owner only (0600), also
+    // when a partial file of an earlier attempt is reused.
+    let file = {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&partial)
+            .and_then(|f| {
+                f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+                Ok(f)
+            })
+    }
+    .map_err(|e| io(&format!("cannot create {}", partial.display()), e))?;
     let mut w = std::io::BufWriter::new(file);
     let mut stream = answer.message;
     let received = loop {
