@@ -1164,7 +1164,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         };
         info!(
             target = self.target,
-            last_log_id = ?snapshot.meta.last_log_id,
+            last_log_index = snapshot.meta.last_log_id.as_ref().map(|l| l.index),
             bytes = total,
             "sending snapshot"
         );

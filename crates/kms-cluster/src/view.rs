@@ -337,8 +337,8 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
             if ids_before != ids_now {
                 tracing::info!(
                     event_id = crate::EVENT_MEMBERSHIP,
-                    members = ?ids_now,
-                    previous = ?ids_before,
+                    members = %comma_list(&ids_now),
+                    previous = %comma_list(&ids_before),
                     "cluster membership changed"
                 );
             }
@@ -418,4 +418,9 @@ impl Stalls {
         newly
     }
 
+}
+
+/// Node ids as comma-separated text for log fields (`1,2,3`).
+fn comma_list(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }

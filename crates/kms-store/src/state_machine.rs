@@ -124,7 +124,10 @@ impl StateMachineStore {
             Ok(())
         })
         .await?;
-        tracing::info!(last_log_id = ?meta.last_log_id, "installed snapshot");
+        tracing::info!(
+            last_log_index = meta.last_log_id.as_ref().map(|l| l.index),
+            "installed snapshot"
+        );
         Ok(())
     }
 
@@ -190,14 +193,18 @@ impl StateSnapshotBuilder {
             let wrote = shared.persist_snapshot(&applied, &data, true)?;
             if !wrote {
                 tracing::info!(
-                    last_applied = ?applied.last_applied,
+                    last_applied_index = applied.last_applied.as_ref().map(|l| l.index),
                     "built snapshot not stored: a newer snapshot is already current"
                 );
             }
             Ok((applied, data))
         })
         .await?;
-        tracing::info!(last_log_id = ?applied.last_applied, bytes = data.len(), "built snapshot");
+        tracing::info!(
+            last_log_index = applied.last_applied.as_ref().map(|l| l.index),
+            bytes = data.len(),
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta: SnapshotMeta {
                 last_log_id: applied.last_applied,

@@ -480,7 +480,7 @@ impl Store {
         shared.remove_stale_checkpoints(shared.manifest()?.map(|m| m.file_seq));
         let (machine, report) = restore_machine(&shared)?;
         tracing::info!(
-            checkpoint = ?report.checkpoint,
+            checkpoint_index = report.checkpoint.as_ref().map(|l| l.index),
             checkpoint_bytes = report.checkpoint_bytes,
             checkpoint_load_ms = report.checkpoint_load.as_millis() as u64,
             replayed_entries = report.replayed_entries,

@@ -267,7 +267,7 @@ impl AdminService {
         match self.security {
             AdminSecurity::MutualTls => {
                 let role = kms_tls::request_role(req).inspect_err(|s| {
-                    warn!(call, peer = ?req.remote_addr(), reason = s.message(), "admin call refused");
+                    warn!(call, peer = req.remote_addr().map(tracing::field::display), reason = s.message(), "admin call refused");
                 })?;
                 let allowed = match access {
                     Access::Read => kms_tls::authorize(role, Action::Read),
@@ -280,9 +280,9 @@ impl AdminService {
                     ))),
                 };
                 if let Err(s) = &allowed {
-                    warn!(call, %role, peer = ?req.remote_addr(), reason = s.message(), "admin call refused");
+                    warn!(call, %role, peer = req.remote_addr().map(tracing::field::display), reason = s.message(), "admin call refused");
                 } else if access != Access::Read {
-                    info!(call, %role, peer = ?req.remote_addr(), "admin change");
+                    info!(call, %role, peer = req.remote_addr().map(tracing::field::display), "admin change");
                 }
                 allowed.map(|()| None)
             }
@@ -292,7 +292,7 @@ impl AdminService {
                 }
                 warn!(
                     call,
-                    peer = ?req.remote_addr(),
+                    peer = req.remote_addr().map(tracing::field::display),
                     "unauthenticated admin change: the admin API runs without TLS"
                 );
                 Ok(Some(INSECURE_WARNING))

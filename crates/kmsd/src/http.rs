@@ -344,8 +344,8 @@ pub async fn watch_cluster_events(
                     metrics.raft_leader_changes.inc();
                     tracing::info!(
                         event_id = kms_cluster::EVENT_LEADER_CHANGE,
-                        leader = ?st.leader_id,
-                        previous = ?last_leader,
+                        leader = st.leader_id,
+                        previous = last_leader,
                         term = st.term,
                         "raft leader changed"
                     );

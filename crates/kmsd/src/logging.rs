@@ -31,7 +31,56 @@ pub const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"]
 /// The filter the subscriber is built with, from the operator's `--log-level`. The one place
 /// where kmsd adds directives of its own.
 fn effective_filter(user: &str) -> String {
-    user.to_string()
+    // openraft logs every failed heartbeat and replication attempt to an unreachable peer
+    // (several a second for as long as the peer stays down); kmsd logs the outage itself, once
+    // when it starts and once when it ends (events 40040/40041). Keep openraft's errors from
+    // those modules — unless the operator names one of them, or asks openraft (or everything)
+    // for debug or trace output.
+    const RETRY_NOISE: [&str; 3] = [
+        "openraft::core::heartbeat",
+        "openraft::replication",
+        "openraft::engine::handler::replication_handler",
+    ];
+    let directives: Vec<(&str, &str)> = user
+        .split(',')
+        .map(|d| {
+            let d = d.trim();
+            match d.rsplit_once('=') {
+                Some((target, level)) => (target.split('[').next().unwrap_or(target), level),
+                None => ("", d),
+            }
+        })
+        .collect();
+    let debugging = directives.iter().any(|(target, level)| {
+        matches!(*target, "" | "openraft") && matches!(*level, "debug" | "trace")
+    });
+    if debugging {
+        return user.to_string();
+    }
+    let names = |target: &str| directives.iter().any(|(t, _)| *t == target);
+    let mut filter = user.to_string();
+    for target in RETRY_NOISE.iter().filter(|t| !names(t)) {
+        filter.push_str(&format!(",{target}=error"));
+    }
+    filter
+}
+
+#[cfg(test)]
+mod effective_filter_tests {
+    use super::effective_filter;
+
+    #[test]
+    fn retry_noise_is_quieted_unless_the_operator_asks_for_it() {
+        let f = effective_filter("info,openraft=warn");
+        assert!(f.starts_with("info,openraft=warn,"), "{f}");
+        assert!(f.contains("openraft::core::heartbeat=error"), "{f}");
+        assert!(f.contains("openraft::replication=error"), "{f}");
+        assert_eq!(effective_filter("info,openraft=debug"), "info,openraft=debug");
+        assert_eq!(effective_filter("trace"), "trace");
+        let f = effective_filter("info,openraft::replication=warn");
+        assert!(!f.contains("openraft::replication=error"), "{f}");
+        assert!(f.contains("openraft::core::heartbeat=error"), "{f}");
+    }
 }
 
 /// Check a `--log-level` filter strictly: every comma-separated directive is a level
