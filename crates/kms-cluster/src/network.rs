@@ -518,6 +518,7 @@ impl Probe for PeerNetwork {
                     applied_index: p.last_applied_index,
                     serving: p.raft_stopped.is_empty() && p.is_member,
                     initialized: p.initialized,
+                    leader_id: p.leader_id,
                     initial_cluster: (!p.initial_cluster.is_empty())
                         .then(|| p.initial_cluster.as_str().into()),
                 }),

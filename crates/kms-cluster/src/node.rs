@@ -434,6 +434,7 @@ impl Node {
                 unhealthy_after: node.settings.unhealthy_after,
                 tx: view_tx,
                 health,
+                writer: writer.clone(),
             },
             stop_rx.clone(),
         ));
@@ -873,7 +874,7 @@ async fn wait_identity(store: &Store, limit: Duration) -> Result<(), ClusterErro
 /// `election_timeout_max`): the rest of the cluster has elected, or is free to elect, another
 /// leader. openraft keeps its vote until it hears a higher one; kmsd stops treating the node as
 /// leader at once (status, metrics, readiness, DNS).
-fn leader_without_quorum(m: &kms_store::types::RaftMetrics) -> bool {
+pub(crate) fn leader_without_quorum(m: &kms_store::types::RaftMetrics) -> bool {
     if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1
     {
         return false;

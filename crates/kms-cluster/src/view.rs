@@ -29,6 +29,8 @@ pub struct ProbeAnswer {
     pub serving: bool,
     /// The peer's store holds a cluster.
     pub initialized: bool,
+    /// The leader the peer knows.
+    pub leader_id: Option<u64>,
     /// The peer's `--initial-cluster`, normalized (see [`normalized_initial_cluster`]); empty
     /// when it has none or does not say.
     pub initial_cluster: Option<std::sync::Arc<str>>,
@@ -242,6 +244,7 @@ pub(crate) struct ViewTask {
     pub unhealthy_after: Duration,
     pub tx: watch::Sender<ClusterView>,
     pub health: Health,
+    pub writer: crate::writer::Writer,
 }
 
 /// Probe every peer about once a second and publish the view when it changes.
@@ -254,7 +257,10 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
         unhealthy_after,
         tx,
         health,
+        writer,
     } = task;
+    let mut raft_stopped = false;
+    let mut cut_off = false;
     let mut iv = tokio::time::interval(Duration::from_millis(1000));
     iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut generation = 0u64;
@@ -285,7 +291,11 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
             }
         });
         let mut returned = Vec::new();
+        let mut named: HashMap<u64, usize> = HashMap::new();
         for (id, answer) in futures::future::join_all(probes).await {
+            if let Some(l) = answer.as_ref().and_then(|a| a.leader_id) {
+                *named.entry(l).or_default() += 1;
+            }
             // A peer that answers but cannot serve (its Raft core stopped, or it is not a
             // member) is not healthy: it is not advertised.
             let applied = answer.filter(|a| a.serving).map(|a| a.applied_index);
@@ -309,7 +319,45 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
             }
         }
         health.retain(&ids);
+        // The leader most peers name (ties: the lowest id), for writes while the local Raft
+        // core is stopped.
+        let peer_leader = named
+            .into_iter()
+            .filter(|(l, _)| *l != local_id)
+            .max_by_key(|(l, n)| (*n, std::cmp::Reverse(*l)))
+            .map(|(l, _)| l);
+        writer.set_peer_leader(peer_leader);
         let metrics = raft.metrics().borrow_watched().clone();
+        if let Err(e) = &metrics.running_state {
+            if !raft_stopped {
+                raft_stopped = true;
+                tracing::error!(
+                    event_id = crate::EVENT_STORAGE_FAILED,
+                    error = %e,
+                    "raft core stopped: this node takes no writes (not ready; clients are \
+                     forwarded to the leader); fix the cause (disk space, I/O errors) and \
+                     restart the node"
+                );
+            }
+        }
+        let now_cut_off = crate::node::leader_without_quorum(&metrics);
+        if now_cut_off != cut_off {
+            cut_off = now_cut_off;
+            if cut_off {
+                tracing::warn!(
+                    event_id = crate::EVENT_QUORUM_LOST,
+                    term = metrics.current_term,
+                    "leader lost contact with its quorum: no longer acting as leader (writes \
+                     are journaled until a leader is reachable)"
+                );
+            } else {
+                tracing::info!(
+                    event_id = crate::EVENT_QUORUM_LOST,
+                    term = metrics.current_term,
+                    "leader reached its quorum again"
+                );
+            }
+        }
         if metrics.state == ServerState::Leader {
             // A peer that answers again is retried at once rather than after the rest of its
             // replication backoff; a reachable peer whose replication is stuck is reported and

@@ -50,6 +50,9 @@ pub struct Writer {
     node_id: u64,
     forward: Arc<dyn Forward>,
     commit_timeout: Duration,
+    /// The leader this node's peers name in their probe answers: where writes go when the
+    /// local Raft core has stopped (a storage error) and knows no leader of its own.
+    peer_leader: Arc<std::sync::Mutex<Option<u64>>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -74,7 +77,16 @@ impl Writer {
             node_id,
             forward,
             commit_timeout,
+            peer_leader: Arc::default(),
         }
+    }
+
+    /// Record the leader the peers name (the view task calls it after every probe round).
+    pub(crate) fn set_peer_leader(&self, leader: Option<u64>) {
+        *self
+            .peer_leader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = leader;
     }
 
     /// Commit `cmd` and return its outcome, or fail after `commit_timeout`.
@@ -91,7 +103,16 @@ impl Writer {
             let (leader, info) = {
                 let m = self.raft.metrics();
                 let m = m.borrow_watched();
-                let leader = m.current_leader;
+                let mut leader = m.current_leader;
+                if m.running_state.is_err() {
+                    // The local core stopped (its storage failed): it cannot commit, but the
+                    // cluster's leader can — send the write there.
+                    leader = *self
+                        .peer_leader
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    leader = leader.filter(|l| *l != self.node_id);
+                }
                 let info =
                     leader.and_then(|l| m.membership_config.membership().get_node(&l).cloned());
                 (leader, info)
@@ -107,7 +128,11 @@ impl Writer {
                         Ok(Ok(resp)) => return Ok(resp.response().clone()),
                         Ok(Err(e)) => {
                             if e.forward_to_leader().is_some() {
+                                // Not (or no longer) able to lead — e.g. a leader whose quorum
+                                // lease expired refuses proposals: wait for the metrics to name
+                                // another leader instead of asking again at once.
                                 last_error = None;
+                                tokio::time::sleep(Duration::from_millis(50)).await;
                             } else {
                                 last_error = Some(e.to_string());
                                 if e.api_error().is_none() {
