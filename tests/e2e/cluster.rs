@@ -867,7 +867,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_client() {
                     .iter()
                     .any(|l| {
                         l.contains("\"event_id\":40001")
-                            && l.contains(&format!("\"leader\":\"Some({new_leader})\""))
+                            && l.contains(&format!("\"leader\":{new_leader},"))
                     })
                     .then_some(())
                     .ok_or("not logged yet".to_string())
@@ -1216,7 +1216,7 @@ async fn membership_changes_under_load_fail_no_client_and_lose_nothing() {
                     .collect();
                 events
                     .iter()
-                    .any(|l| l.contains("\"members\":\"[1, 2, 4]\""))
+                    .any(|l| l.contains("\"members\":\"1,2,4\""))
                     .then_some(())
                     .ok_or(format!("membership events so far: {events:?}"))
             }

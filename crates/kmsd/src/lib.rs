@@ -13,6 +13,7 @@ pub mod http;
 mod json_log;
 pub mod logging;
 pub mod metrics;
+pub mod sd_notify;
 mod text_log;
 
 use std::future::Future;
@@ -401,6 +402,11 @@ pub async fn run_with(
             show_activations: settings.status_page_activations,
         },
         wait_stop(stop_rx.clone()),
+    ));
+    tokio::spawn(sd_notify::watch_readiness(
+        node.clone(),
+        ready.clone(),
+        stop_rx.clone(),
     ));
     let metrics_task = tokio::spawn(http::watch_cluster_events(
         node.clone(),

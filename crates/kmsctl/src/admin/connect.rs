@@ -47,6 +47,23 @@ pub struct Answer<T> {
 }
 
 impl Connector {
+    /// One connector per endpoint, with the same TLS settings (`health` and `status` ask
+    /// every endpoint given, not only the first that answers).
+    pub fn each_endpoint(&self) -> Vec<Connector> {
+        self.endpoints
+            .iter()
+            .map(|e| Connector {
+                endpoints: vec![e.clone()],
+                tls: self.tls.clone(),
+            })
+            .collect()
+    }
+
+    /// The endpoints, as given.
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
     /// From the command line: the endpoints of `--server`, and TLS when `--ca/--cert/--key`
     /// are given (all three or none).
     pub fn from_args(args: &ConnectArgs) -> Result<Connector, AdminError> {

@@ -429,9 +429,39 @@ pub async fn run_with(
                 )
                 .await?
                 .message;
-            emit(out, json, render::status_json(&s), || {
-                render::status_text(&s)
-            })?;
+            if c.endpoints().len() > 1 {
+                // Every endpoint given is checked, not only the one that answered.
+                let all = endpoint_health(c).await;
+                let mut value = render::status_json(&s);
+                value["endpoints"] = Value::Array(all.iter().map(EndpointHealth::json).collect());
+                emit(out, json, value, || {
+                    format!(
+                        "{}\nEndpoints\n{}",
+                        render::status_text(&s),
+                        endpoint_table(&all)
+                    )
+                })?;
+                if all.iter().any(|e| !e.ok()) {
+                    return Ok(worst_class(&all));
+                }
+            } else {
+                emit(out, json, render::status_json(&s), || {
+                    render::status_text(&s)
+                })?;
+            }
+        }
+        AdminCommand::Health if c.endpoints().len() > 1 => {
+            let all = endpoint_health(c).await;
+            let failed = all.iter().filter(|e| !e.ok()).count();
+            emit(
+                out,
+                json,
+                Value::Array(all.iter().map(EndpointHealth::json).collect()),
+                || endpoint_table(&all),
+            )?;
+            if failed > 0 {
+                return Ok(worst_class(&all));
+            }
         }
         AdminCommand::Health => {
             let h = c
@@ -442,8 +472,7 @@ pub async fn run_with(
                 )
                 .await?
                 .message;
-            // A server from before `ready` says nothing of its Raft core or catch-up.
-            let ok = h.serving && !h.degraded && h.leader_known && h.ready.unwrap_or(true);
+            let ok = health_ok(&h);
             emit(
                 out,
                 json,
@@ -507,6 +536,107 @@ pub async fn run_with(
 }
 
 /// Write `value` as pretty JSON, or the text.
+/// One endpoint's answer to `Health`, or why there is none.
+struct EndpointHealth {
+    endpoint: String,
+    answer: Result<pb::HealthResponse, AdminError>,
+}
+
+impl EndpointHealth {
+    fn ok(&self) -> bool {
+        self.answer.as_ref().is_ok_and(health_ok)
+    }
+
+    fn json(&self) -> Value {
+        match &self.answer {
+            Ok(h) => json!({
+                "endpoint": self.endpoint,
+                "node_id": h.node_id,
+                "ok": health_ok(h),
+                "ready": h.ready,
+                "serving": h.serving,
+                "degraded": h.degraded,
+                "leader_id": h.leader_id,
+                "reason": h.reason,
+            }),
+            Err(e) => json!({
+                "endpoint": self.endpoint,
+                "ok": false,
+                "error": e.to_string(),
+            }),
+        }
+    }
+}
+
+/// A node is healthy when it serves, is ready and in quorum (a server from before `ready`
+/// says nothing of its Raft core or catch-up).
+fn health_ok(h: &pb::HealthResponse) -> bool {
+    h.serving && !h.degraded && h.leader_known && h.ready.unwrap_or(true)
+}
+
+/// Ask every endpoint of `c` for its health, concurrently.
+async fn endpoint_health(c: &Connector) -> Vec<EndpointHealth> {
+    let asks: Vec<_> = c
+        .each_endpoint()
+        .into_iter()
+        .map(|one| {
+            tokio::spawn(async move {
+                let endpoint = one.endpoints()[0].clone();
+                let answer = one
+                    .call(
+                        pb::HealthRequest {
+                            version: API_VERSION,
+                        },
+                        CALL_TIMEOUT,
+                        |mut a, r| async move { a.health(r).await },
+                    )
+                    .await
+                    .map(|a| a.message);
+                EndpointHealth { endpoint, answer }
+            })
+        })
+        .collect();
+    let mut all = Vec::with_capacity(asks.len());
+    for (ask, endpoint) in asks.into_iter().zip(c.endpoints()) {
+        all.push(ask.await.unwrap_or_else(|e| EndpointHealth {
+            endpoint: endpoint.clone(),
+            answer: Err(AdminError::Io(format!("health check task failed: {e}"))),
+        }));
+    }
+    all
+}
+
+fn endpoint_table(all: &[EndpointHealth]) -> String {
+    let mut t = render::Table::new(&["ENDPOINT", "NODE", "OK", "STATE"]);
+    for e in all {
+        let (node, state) = match &e.answer {
+            Ok(h) => (h.node_id.to_string(), h.reason.clone()),
+            Err(err) => ("-".to_string(), err.to_string()),
+        };
+        t.row(vec![
+            e.endpoint.clone(),
+            node,
+            if e.ok() { "yes" } else { "no" }.to_string(),
+            state,
+        ]);
+    }
+    t.render()
+}
+
+/// The exit class of a multi-endpoint check: unreachable endpoints weigh more than unhealthy
+/// ones.
+fn worst_class(all: &[EndpointHealth]) -> ExitClass {
+    let mut class = ExitClass::Success;
+    for e in all {
+        match &e.answer {
+            Err(err) => return err.class(),
+            Ok(h) if !health_ok(h) => class = ExitClass::Refused,
+            Ok(_) => {}
+        }
+    }
+    class
+}
+
 fn emit(
     out: &mut dyn Write,
     json: bool,
