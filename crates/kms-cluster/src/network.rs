@@ -512,7 +512,11 @@ impl Probe for PeerNetwork {
     fn probe(&self, target: u64, info: NodeInfo) -> ProbeFuture {
         let network = self.clone();
         Box::pin(async move {
-            match network.probe(&info.grpc_addr).await {
+            let probe = match network.client(target, &info.grpc_addr) {
+                Ok(mut c) => c.probe().await,
+                Err(e) => Err(e),
+            };
+            match probe {
                 // Someone else answering at that address is not `target`.
                 Ok(p) if p.node_id == target => Some(ProbeAnswer {
                     applied_index: p.last_applied_index,
@@ -631,7 +635,7 @@ impl PeerClient {
         let attempt = async {
             let mut version = first;
             loop {
-                let mut request = tonic::Request::new(build(version));
+                let mut request = self.addressed(build(version));
                 request.set_timeout(budget);
                 match send(Self::grpc(channel.clone()), request).await {
                     Ok(r) => return Ok((version, r.into_inner())),
@@ -666,6 +670,18 @@ impl PeerClient {
         };
         self.record(&result);
         result
+    }
+
+    /// A request that names its sender and, when known, the node it is meant for (the peer
+    /// refuses a call meant for another node, or one that claims its own id).
+    fn addressed<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let md = request.metadata_mut();
+        md.insert(crate::grpc::FROM_NODE_KEY, self.local_id.into());
+        if self.target != 0 {
+            md.insert(crate::grpc::TO_NODE_KEY, self.target.into());
+        }
+        request
     }
 
     /// Record a call's outcome in the peer's shared reachability record.
@@ -1006,7 +1022,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 }
             });
             let mut grpc = Self::grpc(channel);
-            let open = grpc.stream_append(tonic::Request::new(requests));
+            let open = grpc.stream_append(self.addressed(requests));
             // The peer answers the call once the first request is in: allow for connecting.
             let open_budget = option.soft_ttl() + me.config.connect_timeout;
             let opened = match tokio::time::timeout(open_budget, open).await {
@@ -1193,7 +1209,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 m
             });
         let mut client = Self::grpc(channel);
-        let rpc = client.install_snapshot(futures::stream::iter(messages));
+        let rpc = client.install_snapshot(self.addressed(futures::stream::iter(messages)));
         let config = self.config.clone();
         let watchdog = async {
             loop {

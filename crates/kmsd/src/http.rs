@@ -31,6 +31,9 @@ pub struct HttpState {
     /// The status page lists recent activations (`--status-page-activations`); otherwise it
     /// shows members, counts and thresholds only.
     pub show_activations: bool,
+    /// Peer calls this node refused as misdirected or from an impostor (the peer service's
+    /// counter).
+    pub peer_refusals: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Serve HTTP on `listener` until `shutdown` resolves.
@@ -52,6 +55,11 @@ pub async fn serve(
 
 async fn metrics(State(s): State<HttpState>) -> Response {
     update_gauges(&s.metrics, &s.node.status(), s.kms_ready.load(Ordering::SeqCst));
+    let refused = s.peer_refusals.load(Ordering::Relaxed);
+    let counted = s.metrics.peer_calls_refused.get();
+    s.metrics
+        .peer_calls_refused
+        .inc_by(refused.saturating_sub(counted));
     (
         [(
             header::CONTENT_TYPE,

@@ -360,6 +360,7 @@ pub async fn run_with(
     let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info())
         .with_initial_cluster(&settings.initial_cluster)
         .with_closing(stop_rx.clone());
+    let peer_refusals = peer.refusals();
     let events = events::EventHub::new(settings.node_id);
     let security = if tls.is_some() {
         admin::AdminSecurity::MutualTls
@@ -400,6 +401,7 @@ pub async fn run_with(
             kms_ready: ready.clone(),
             events: events.clone(),
             show_activations: settings.status_page_activations,
+            peer_refusals,
         },
         wait_stop(stop_rx.clone()),
     ));

@@ -63,6 +63,8 @@ pub struct Metrics {
     pub replication_stalled: IntGaugeVec,
     /// kmsd_ready
     pub ready: IntGauge,
+    /// kmsd_peer_calls_refused_total
+    pub peer_calls_refused: prometheus::IntCounter,
     /// kmsd_storage_ok
     pub storage_ok: IntGauge,
     /// kmsd_raft_leader_changes_total
@@ -230,6 +232,10 @@ impl Metrics {
             "kmsd_storage_ok",
             "1 while the node's Raft core and store accept writes, 0 after a storage error stopped them.",
         );
+        let peer_calls_refused = must(prometheus::IntCounter::new(
+            "kmsd_peer_calls_refused_total",
+            "Peer calls refused because they were addressed to another node id or came from a process claiming this node's id.",
+        ));
         let raft_leader_changes = must(prometheus::IntCounter::new(
             "kmsd_raft_leader_changes_total",
             "Times this node saw the Raft leader change.",
@@ -274,6 +280,7 @@ impl Metrics {
             Box::new(peer_last_contact.clone()),
             Box::new(replication_stalled.clone()),
             Box::new(ready.clone()),
+            Box::new(peer_calls_refused.clone()),
             Box::new(storage_ok.clone()),
             Box::new(raft_leader_changes.clone()),
             Box::new(build_info),
@@ -312,6 +319,7 @@ impl Metrics {
             peer_last_contact,
             replication_stalled,
             ready,
+            peer_calls_refused,
             storage_ok,
             raft_leader_changes,
             series: Default::default(),

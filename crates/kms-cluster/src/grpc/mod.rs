@@ -26,6 +26,12 @@ use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 
 pub use server::{DEFAULT_MAX_SNAPSHOT_BYTES, MAX_MESSAGE_BYTES, RaftPeerService};
+
+/// Request metadata: the sending node's id (decimal). With [`TO_NODE_KEY`], lets a node refuse
+/// calls meant for another node, or sent by a process that claims its id.
+pub const FROM_NODE_KEY: &str = "kmsd-from-node";
+/// Request metadata: the node id the sender means to reach (decimal; absent when unknown).
+pub const TO_NODE_KEY: &str = "kmsd-to-node";
 pub use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 pub use wire::{MIN_WIRE_VERSION, WIRE_VERSION, WireError};
 

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::StreamExt as _;
@@ -26,6 +27,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, info, warn};
 
 use super::wire::{WireError, check_version, decode, encode};
+use super::{FROM_NODE_KEY, TO_NODE_KEY};
 
 /// The answers of a `StreamAppend` call.
 type AnswerStream =
@@ -50,6 +52,11 @@ pub struct RaftPeerService {
     closing: Option<tokio::sync::watch::Receiver<bool>>,
     /// Serve `StreamAppend` (false: answer UNIMPLEMENTED, as a kmsd from before the call did).
     stream_append: bool,
+    /// Calls refused because they were addressed to another node, or came from a process
+    /// claiming this node's id.
+    refused: Arc<AtomicU64>,
+    /// When a refusal was last logged (one line a minute at most).
+    refusal_logged: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// This node's normalized `--initial-cluster` (empty: none).
     initial_cluster: String,
 }
@@ -75,6 +82,8 @@ impl RaftPeerService {
             closing: None,
             stream_append: true,
             initial_cluster: String::new(),
+            refused: Arc::default(),
+            refusal_logged: Arc::default(),
         }
     }
 
@@ -102,6 +111,56 @@ impl RaftPeerService {
     pub fn with_max_snapshot_bytes(mut self, bytes: u64) -> Self {
         self.max_snapshot_bytes = bytes;
         self
+    }
+
+    /// Count of calls refused as misdirected or from an impostor (for a metric).
+    pub fn refusals(&self) -> Arc<AtomicU64> {
+        self.refused.clone()
+    }
+
+    /// Refuse a call addressed to another node id (the sender's membership names this address
+    /// for another node: an address reused, a node moved) or sent by a process that claims to
+    /// be this node (a second process started with this node's id). Senders name themselves and
+    /// the intended receiver in the metadata [`FROM_NODE_KEY`] / [`TO_NODE_KEY`]; a call without
+    /// them (a kmsd from before, or an address-only probe) is accepted.
+    fn check_addressee<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let id = |key| {
+            request
+                .metadata()
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v != 0)
+        };
+        let (from, to) = (id(FROM_NODE_KEY), id(TO_NODE_KEY));
+        let problem = match (from, to) {
+            (_, Some(to)) if to != self.node_id => format!(
+                "misdirected call: addressed to node {to}, but this is node {} ({}); the \
+                 sender's membership lists this address for node {to}",
+                self.node_id, self.info.grpc_addr
+            ),
+            (Some(from), _) if from == self.node_id => format!(
+                "refused: the caller claims to be node {from}, which is this node ({}); another \
+                 process was started with this node's id",
+                self.info.grpc_addr
+            ),
+            _ => return Ok(()),
+        };
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        let mut last = self
+            .refusal_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60)) {
+            *last = Some(std::time::Instant::now());
+            warn!(
+                from = from.unwrap_or(0),
+                to = to.unwrap_or(0),
+                peer = request.remote_addr().map(tracing::field::display),
+                "{problem}"
+            );
+        }
+        Err(Status::failed_precondition(problem))
     }
 
     /// The tonic service, with message size limits set, ready for `Router::add_service`.
@@ -537,6 +596,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(
             self.vote_impl(request.into_inner(), false).await?,
         ))
@@ -546,6 +606,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::VoteRequest>,
     ) -> Result<Response<pb::VoteResponse>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(
             self.vote_impl(request.into_inner(), true).await?,
         ))
@@ -555,6 +616,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::AppendEntriesRequest>,
     ) -> Result<Response<pb::AppendEntriesResponse>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(self.append_impl(request.into_inner()).await?))
     }
 
@@ -564,6 +626,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<Streaming<pb::AppendEntriesRequest>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(
             self.stream_append_impl(request.into_inner()).await?,
         ))
@@ -573,6 +636,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<Streaming<pb::SnapshotChunk>>,
     ) -> Result<Response<pb::InstallSnapshotResponse>, Status> {
+        self.check_addressee(&request)?;
         let resp = self.install_snapshot_impl(request.into_inner()).await;
         if let Err(status) = &resp {
             warn!(code = ?status.code(), message = status.message(), "snapshot refused");
@@ -584,6 +648,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::TransferLeaderRequest>,
     ) -> Result<Response<pb::TransferLeaderResponse>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(
             self.transfer_leader_impl(request.into_inner()).await?,
         ))
@@ -593,6 +658,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::ForwardWriteRequest>,
     ) -> Result<Response<pb::ForwardWriteResponse>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(
             self.forward_write_impl(request.into_inner()).await?,
         ))
@@ -602,6 +668,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::ProbeRequest>,
     ) -> Result<Response<pb::ProbeResponse>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(self.probe_impl(request.into_inner())?))
     }
 
@@ -609,6 +676,7 @@ impl RaftPeer for RaftPeerService {
         &self,
         request: Request<pb::JoinRequest>,
     ) -> Result<Response<pb::JoinResponse>, Status> {
+        self.check_addressee(&request)?;
         Ok(Response::new(self.join_impl(request.into_inner()).await?))
     }
 }
