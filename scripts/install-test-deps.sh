@@ -5,6 +5,9 @@
 #   chromium    (chromium)     — headless rendering of the status page (browser test)
 #   the linter  (shellcheck)   — the deploy/ and test shell scripts (check-deploy.sh)
 #   PyYAML      (python3-yaml) — compose/k8s checks (check-deploy.sh)
+#   ip          (iproute2)     — network namespaces of the fault tier (tests/e2e/netns.rs)
+#   iptables    (iptables)     — partitions of the fault tier
+#   libfaketime (faketime)     — the clock-skew scenario of the fault tier
 # Idempotent and quiet: when everything is present it prints nothing and runs no apt command.
 # Never fails the build: a package that cannot be installed is reported, and the tests that
 # need it skip with a clear message.
@@ -16,6 +19,9 @@ declare -A need=(
     [prometheus]=prometheus
     [chromium]=chromium
     [shellcheck]=shellcheck
+    [ip]=iproute2
+    [iptables]=iptables
+    [faketime]=faketime
 )
 
 missing=()
