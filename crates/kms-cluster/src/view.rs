@@ -191,7 +191,10 @@ pub(crate) fn build(
     let m = raft.metrics().borrow_watched().clone();
     let membership = m.membership_config.membership();
     let voters: Vec<u64> = membership.voter_ids().collect();
-    let directory = sm.read(|s| s.nodes().clone());
+    let (directory, has_identity) = sm.read(|s| (s.nodes().clone(), s.identity().is_some()));
+    // This node advertises itself while it can serve: its Raft core runs and it has the
+    // cluster's host identity (a node cut off from every peer still serves, degraded).
+    let local_serving = m.running_state.is_ok() && has_identity;
     let members = membership
         .nodes()
         .map(|(id, info)| {
@@ -211,7 +214,11 @@ pub(crate) fn build(
                 dns_priority: dir.map(|d| d.dns_priority).unwrap_or(0),
                 dns_weight: dir.map(|d| d.dns_weight).unwrap_or(100),
                 voter: voters.contains(id),
-                healthy: *id == local_id || health.is_healthy(*id, unhealthy_after),
+                healthy: if *id == local_id {
+                    local_serving
+                } else {
+                    health.is_healthy(*id, unhealthy_after)
+                },
             }
         })
         .collect();
