@@ -1289,3 +1289,68 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable() -> Result<(), PeerError> {
+        Err(PeerError::Unreachable {
+            addr: "p:1689".into(),
+            detail: "tcp connect error".into(),
+        })
+    }
+
+    fn timeout() -> Result<(), PeerError> {
+        Err(PeerError::Timeout {
+            addr: "p:1689".into(),
+            timeout: Duration::from_millis(100),
+        })
+    }
+
+    #[test]
+    fn a_failing_peer_is_left_alone_longer_each_time_up_to_the_cap() {
+        let mut link = Link::default();
+        assert!(link.gate().is_ok(), "a new peer is tried at once");
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            link.record(&unreachable());
+            waits.push(link.gate().expect_err("held back after a failure"));
+        }
+        for pair in waits.windows(2) {
+            assert!(pair[1] + Duration::from_millis(50) >= pair[0], "{waits:?}");
+        }
+        assert!(waits[0] <= FIRST_RETRY_DELAY, "{waits:?}");
+        assert!(waits[7] <= MAX_RETRY_DELAY, "{waits:?}");
+        assert!(waits[7] > MAX_RETRY_DELAY / 2, "{waits:?}");
+    }
+
+    #[test]
+    fn any_answer_reopens_the_gate() {
+        let mut link = Link::default();
+        for _ in 0..5 {
+            link.record(&unreachable());
+        }
+        assert!(link.gate().is_err());
+        // A refusal is an answer too: the peer is there.
+        link.record::<()>(&Err(PeerError::Refused {
+            addr: "p:1689".into(),
+            code: tonic::Code::FailedPrecondition,
+            message: "misdirected".into(),
+        }));
+        assert!(link.gate().is_ok());
+        assert_eq!(link.failures, 0);
+    }
+
+    #[test]
+    fn a_timeout_right_after_an_answer_is_slowness_not_an_outage() {
+        let mut link = Link::default();
+        link.record(&Ok(()));
+        link.record(&timeout());
+        assert!(link.gate().is_ok(), "the peer answered within RECENT_ANSWER");
+        // Never answered: a timeout counts as a failure.
+        let mut silent = Link::default();
+        silent.record(&timeout());
+        assert!(silent.gate().is_err());
+    }
+}

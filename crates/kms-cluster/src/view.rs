@@ -479,3 +479,57 @@ impl Stalls {
 fn comma_list(ids: &[u64]) -> String {
     ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_is_reported_once_each_way() {
+        let h = Health::default();
+        let after = Duration::from_millis(30);
+        assert_eq!(h.observe(2, Some(Some(5)), after), None);
+        // Failed probes within `unhealthy_after` of the last answer: nothing yet.
+        assert_eq!(h.observe(2, None, after), None);
+        std::thread::sleep(after + Duration::from_millis(5));
+        assert_eq!(h.observe(2, None, after), Some(Transition::Down));
+        for _ in 0..10 {
+            assert_eq!(h.observe(2, None, after), None, "logged once per outage");
+        }
+        assert!(!h.contact(2, after).up);
+        match h.observe(2, Some(Some(9)), after) {
+            Some(Transition::Up(outage)) => assert!(outage >= after, "{outage:?}"),
+            other => panic!("expected Up, got {other:?}"),
+        }
+        assert_eq!(h.observe(2, Some(Some(10)), after), None);
+        let c = h.contact(2, after);
+        assert!(c.up && c.since_contact.is_some() && !c.stalled, "{c:?}");
+        assert_eq!(h.peer_applied(2, after), Some(10));
+    }
+
+    #[test]
+    fn a_blip_shorter_than_unhealthy_after_is_not_logged() {
+        let h = Health::default();
+        let after = Duration::from_secs(5);
+        h.observe(3, Some(None), after);
+        assert_eq!(h.observe(3, None, after), None);
+        assert_eq!(h.observe(3, Some(None), after), None, "no Up without a Down");
+    }
+
+    #[test]
+    fn a_peer_never_seen_is_reported_after_unhealthy_after() {
+        let h = Health::default();
+        let after = Duration::from_millis(20);
+        assert_eq!(h.observe(4, None, after), None);
+        std::thread::sleep(after + Duration::from_millis(5));
+        assert_eq!(h.observe(4, None, after), Some(Transition::Down));
+        assert_eq!(h.contact(4, after).since_contact, None);
+    }
+
+    #[test]
+    fn initial_cluster_lists_compare_normalized() {
+        let a: std::collections::BTreeMap<u64, String> =
+            [(2, "KMS2:1689".to_string()), (1, "kms1:1689".to_string())].into();
+        assert_eq!(normalized_initial_cluster(&a), "1=kms1:1689,2=kms2:1689");
+    }
+}
