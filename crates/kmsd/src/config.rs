@@ -734,6 +734,26 @@ impl Settings {
             _ if grpc_listen.ip().is_unspecified() => "127.0.0.1".to_string(),
             _ => grpc_listen.ip().to_string(),
         };
+        // This node's own entry must be the address its peers will use for it: the advertised
+        // host and the gRPC port (a port chosen at bind time, 0, is checked once bound).
+        if let Some(own) = initial_cluster.get(&node_id) {
+            let host = if advertise.contains(':') && !advertise.starts_with('[') {
+                format!("[{advertise}]")
+            } else {
+                advertise.clone()
+            };
+            let expected = format!("{host}:{}", grpc_listen.port());
+            if grpc_listen.port() != 0 && !own.eq_ignore_ascii_case(&expected) {
+                return Err(ConfigError::Invalid {
+                    key: "initial-cluster",
+                    message: format!(
+                        "lists node {node_id} at {own}, but this node advertises its gRPC \
+                         address as {expected} (advertise, and the grpc-listen port): start each \
+                         node with its own node-id and advertise, or fix the list"
+                    ),
+                });
+            }
+        }
         let commit_timeout_ms = l.commit_timeout_ms.unwrap_or(2000);
         if !(100..=60_000).contains(&commit_timeout_ms) {
             return Err(ConfigError::Invalid {
@@ -1140,6 +1160,7 @@ mod tests {
         assert!(Settings::from_layer(with_tls).is_ok());
         let cluster = Layer {
             initial_cluster: Some("1=a:1689,2=b:1689".into()),
+            advertise: Some("a".into()),
             ..Layer::defaults()
         };
         let err = Settings::from_layer(cluster.clone())
@@ -1168,5 +1189,28 @@ mod tests {
             ..Layer::defaults()
         };
         assert!(Settings::from_layer(bad).is_err());
+    }
+
+    #[test]
+    fn own_initial_cluster_entry_must_be_the_advertised_grpc_address() {
+        let layer = |advertise: &str, list: &str| Layer {
+            initial_cluster: Some(list.into()),
+            advertise: Some(advertise.into()),
+            insecure: Some(true),
+            grpc_listen: Some("0.0.0.0:1689".parse().unwrap()),
+            ..Layer::defaults()
+        };
+        assert!(Settings::from_layer(layer("kms1", "1=KMS1:1689,2=kms2:1689")).is_ok());
+        let err = Settings::from_layer(layer("kms9", "1=kms1:1689,2=kms2:1689"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("initial-cluster") && err.contains("kms1:1689") && err.contains("kms9:1689"),
+            "{err}"
+        );
+        let err = Settings::from_layer(layer("kms1", "1=kms1:1700,2=kms2:1689"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kms1:1700"), "{err}");
     }
 }

@@ -397,7 +397,6 @@ mod tests {
             check_filter(" warn, kmsd=debug ,").unwrap(),
             "warn,kmsd=debug"
         );
-        assert_eq!(effective_filter("info,openraft=warn"), "info,openraft=warn");
     }
 
     #[test]
