@@ -453,10 +453,39 @@ async fn kmsctl_exit_codes_and_insecure_warning() {
         "3f2504e0-4f89-41d3-9a0c-0305e82c3301",
     ]);
     assert_eq!(code, 1);
-    // The first endpoint is down: the next one answers.
+    // The first endpoint is down: the next one answers the status, and every endpoint given
+    // is checked — the dead one makes the exit code non-zero and is named in the table.
     let dead = dead_address();
-    let (code, _, err) = run(&["--server", &format!("{dead},{server}"), "status"]);
-    assert_eq!(code, 0, "{err}");
+    let both = format!("{dead},{server}");
+    let (code, out, err) = run(&["--server", &both, "status"]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        out.contains("Endpoints") && out.contains(&dead.to_string()) && out.contains(&server),
+        "{out}"
+    );
+    let (code, out, err) = run(&["--server", &both, "health"]);
+    assert_eq!(code, 3, "{out}{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&dead.to_string()) && l.contains(" no "))
+            && lines
+                .iter()
+                .any(|l| l.contains(&server) && l.contains(" yes ")),
+        "{out}"
+    );
+    let (code, out, err) = run(&[
+        "--server",
+        &format!("{server},{server}"),
+        "-o",
+        "json",
+        "health",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{out}");
+    assert!(v[0]["ok"].as_bool().unwrap_or(false), "{out}");
     let (code, _, err) = run(&["--server", &dead.to_string(), "status"]);
     assert_eq!(code, 3, "{err}");
     assert!(err.contains(&dead.to_string()), "{err}");

@@ -1,8 +1,8 @@
 //! [`ClusterLedger`]: decides against the replicated state, records new clients through Raft.
 
 use std::sync::Arc;
-use std::time::Duration;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use kms_core::{ActivationInput, RecordOutcome, RecordRequest, State, decide};
 use kms_host::{Denial, Grant, Ledger, RequestMeta};

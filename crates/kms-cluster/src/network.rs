@@ -527,7 +527,11 @@ impl Probe for PeerNetwork {
                         .then(|| p.initial_cluster.as_str().into()),
                 }),
                 Ok(p) => {
-                    debug!(target, answered = p.node_id, "probe answered by another node");
+                    debug!(
+                        target,
+                        answered = p.node_id,
+                        "probe answered by another node"
+                    );
                     None
                 }
                 Err(e) => {
@@ -702,10 +706,7 @@ impl PeerClient {
             .gate();
         gate.map_err(|wait| PeerError::Unreachable {
             addr: self.addr.clone(),
-            detail: format!(
-                "not answering; next attempt in {} ms",
-                wait.as_millis()
-            ),
+            detail: format!("not answering; next attempt in {} ms", wait.as_millis()),
         })
     }
 
@@ -786,7 +787,8 @@ impl PeerClient {
         option: RPCOption,
         pre_vote: bool,
     ) -> Result<VoteResponse, RPCError> {
-        self.admit().map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
+        self.admit()
+            .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
         let payload = self
             .encode_payload("vote request", &rpc)
             .map_err(|e| self.rpc_error(RPCTypes::Vote, e))?;
@@ -1347,7 +1349,10 @@ mod tests {
         let mut link = Link::default();
         link.record(&Ok(()));
         link.record(&timeout());
-        assert!(link.gate().is_ok(), "the peer answered within RECENT_ANSWER");
+        assert!(
+            link.gate().is_ok(),
+            "the peer answered within RECENT_ANSWER"
+        );
         // Never answered: a timeout counts as a failure.
         let mut silent = Link::default();
         silent.record(&timeout());

@@ -208,7 +208,9 @@ impl NodeStatus {
             reason,
         };
         if let Some(e) = &self.raft_stopped {
-            return not(format!("raft stopped: {e}; the node takes no writes until restarted"));
+            return not(format!(
+                "raft stopped: {e}; the node takes no writes until restarted"
+            ));
         }
         if let Some(f) = &self.forming {
             return not(f.clone());
@@ -750,7 +752,9 @@ async fn form_cluster(
     let ours = crate::view::normalized_initial_cluster(&list);
     let quorum = list.len() / 2 + 1;
     let set = |s: Option<String>| {
-        *status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+        *status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
     };
     let mut reported_mismatch: Option<(u64, String)> = None;
     loop {
@@ -875,8 +879,7 @@ async fn wait_identity(store: &Store, limit: Duration) -> Result<(), ClusterErro
 /// leader. openraft keeps its vote until it hears a higher one; kmsd stops treating the node as
 /// leader at once (status, metrics, readiness, DNS).
 pub(crate) fn leader_without_quorum(m: &kms_store::types::RaftMetrics) -> bool {
-    if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1
-    {
+    if m.state != ServerState::Leader || m.membership_config.membership().voter_ids().count() <= 1 {
         return false;
     }
     let lease = Duration::from_millis(LEADER_LEASE_MS);

@@ -335,17 +335,17 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
             .map(|(l, _)| l);
         writer.set_peer_leader(peer_leader);
         let metrics = raft.metrics().borrow_watched().clone();
-        if let Err(e) = &metrics.running_state {
-            if !raft_stopped {
-                raft_stopped = true;
-                tracing::error!(
-                    event_id = crate::EVENT_STORAGE_FAILED,
-                    error = %e,
-                    "raft core stopped: this node takes no writes (not ready; clients are \
-                     forwarded to the leader); fix the cause (disk space, I/O errors) and \
-                     restart the node"
-                );
-            }
+        if let Err(e) = &metrics.running_state
+            && !raft_stopped
+        {
+            raft_stopped = true;
+            tracing::error!(
+                event_id = crate::EVENT_STORAGE_FAILED,
+                error = %e,
+                "raft core stopped: this node takes no writes (not ready; clients are \
+                 forwarded to the leader); it restarts in place once its data directory takes \
+                 writes again"
+            );
         }
         let now_cut_off = crate::node::leader_without_quorum(&metrics);
         if now_cut_off != cut_off {
@@ -469,10 +469,10 @@ impl Stalls {
                 newly.push(*id);
             }
         }
-        self.progress.retain(|id, _| replication.iter().any(|(r, _)| r == id));
+        self.progress
+            .retain(|id, _| replication.iter().any(|(r, _)| r == id));
         newly
     }
-
 }
 
 /// Node ids as comma-separated text for log fields (`1,2,3`).
@@ -513,7 +513,11 @@ mod tests {
         let after = Duration::from_secs(5);
         h.observe(3, Some(None), after);
         assert_eq!(h.observe(3, None, after), None);
-        assert_eq!(h.observe(3, Some(None), after), None, "no Up without a Down");
+        assert_eq!(
+            h.observe(3, Some(None), after),
+            None,
+            "no Up without a Down"
+        );
     }
 
     #[test]

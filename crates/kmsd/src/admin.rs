@@ -267,7 +267,12 @@ impl AdminService {
         match self.security {
             AdminSecurity::MutualTls => {
                 let role = kms_tls::request_role(req).inspect_err(|s| {
-                    warn!(call, peer = req.remote_addr().map(tracing::field::display), reason = s.message(), "admin call refused");
+                    warn!(
+                        call,
+                        peer = req.remote_addr().map(tracing::field::display),
+                        reason = s.message(),
+                        "admin call refused"
+                    );
                 })?;
                 let allowed = match access {
                     Access::Read => kms_tls::authorize(role, Action::Read),

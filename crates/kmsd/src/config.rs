@@ -1205,7 +1205,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("initial-cluster") && err.contains("kms1:1689") && err.contains("kms9:1689"),
+            err.contains("initial-cluster")
+                && err.contains("kms1:1689")
+                && err.contains("kms9:1689"),
             "{err}"
         );
         let err = Settings::from_layer(layer("kms1", "1=kms1:1700,2=kms2:1689"))

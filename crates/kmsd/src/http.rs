@@ -54,7 +54,11 @@ pub async fn serve(
 }
 
 async fn metrics(State(s): State<HttpState>) -> Response {
-    update_gauges(&s.metrics, &s.node.status(), s.kms_ready.load(Ordering::SeqCst));
+    update_gauges(
+        &s.metrics,
+        &s.node.status(),
+        s.kms_ready.load(Ordering::SeqCst),
+    );
     let refused = s.peer_refusals.load(Ordering::Relaxed);
     let counted = s.metrics.peer_calls_refused.get();
     s.metrics

@@ -457,6 +457,19 @@ pub async fn run_with(
     info!(kms = %kms_list, http = %http_addr, grpc = %grpc_addr, "kmsd serving");
     ready.store(true, std::sync::atomic::Ordering::SeqCst);
 
+    let (restart_tx, restart_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(storage_watchdog(
+        node.clone(),
+        settings.data_dir.clone(),
+        restart_tx,
+        stop_rx.clone(),
+    ));
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(()) = restart_rx => {}
+        }
+    };
     let kms_result = kms_host::serve(
         kms_listeners,
         settings.host.clone(),
@@ -486,6 +499,63 @@ pub async fn run_with(
     node.shutdown().await;
     info!("kmsd stopped");
     kms_result.context("KMS listener")
+}
+
+/// Set when the node stopped to restart in place (its storage failed and is writable again);
+/// `main` then executes itself again with the same arguments (same process id, so systemd's
+/// `Type=notify` tracking and a container's pid 1 stay the same).
+static RESTART_REQUESTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`run`] returned because the node should restart in place.
+pub fn restart_requested() -> bool {
+    RESTART_REQUESTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Bytes the storage watchdog writes (and syncs) to decide the data directory takes writes
+/// again: room for sled to write a few segments and the Raft core to resume.
+const SPACE_PROBE_BYTES: usize = 8 << 20;
+
+/// While the node's Raft core runs, nothing. Once it stopped (a storage error: a full disk, an
+/// I/O error), check every 2 s whether the data directory takes writes again — write and sync
+/// [`SPACE_PROBE_BYTES`], then delete them — and when it does, stop the node so that `main`
+/// restarts it in place: openraft cannot resume a stopped core, but a restarted node reopens
+/// its store and is caught up by the leader. No operator action needed.
+async fn storage_watchdog(
+    node: Arc<kms_cluster::Node>,
+    data_dir: std::path::PathBuf,
+    restart: tokio::sync::oneshot::Sender<()>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let probe = data_dir.join(".kmsd-space-probe");
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = stop.changed() => return,
+        }
+        if node.status().raft_stopped.is_none() {
+            continue;
+        }
+        let path = probe.clone();
+        let writable = tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            let result = std::fs::File::create(&path).and_then(|mut f| {
+                f.write_all(&vec![0u8; SPACE_PROBE_BYTES])?;
+                f.sync_all()
+            });
+            let _ = std::fs::remove_file(&path);
+            result
+        })
+        .await;
+        if let Ok(Ok(())) = writable {
+            info!(
+                event_id = kms_cluster::EVENT_STORAGE_FAILED,
+                "the data directory takes writes again: restarting the node in place"
+            );
+            RESTART_REQUESTED.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = restart.send(());
+            return;
+        }
+    }
 }
 
 /// `--join`: ask the cluster (through `addr`, following leader hints) to add this node as a

@@ -36,8 +36,11 @@ fn effective_filter(user: &str) -> String {
     // when it starts and once when it ends (events 40040/40041). Keep openraft's errors from
     // those modules — unless the operator names one of them, or asks openraft (or everything)
     // for debug or trace output.
-    const RETRY_NOISE: [&str; 3] = [
+    // (`openraft::core::raft_core` warns once per peer and attempt for votes, pre-votes and
+    // leader transfers that could not be sent: two lines a second from a node cut off.)
+    const RETRY_NOISE: [&str; 4] = [
         "openraft::core::heartbeat",
+        "openraft::core::raft_core",
         "openraft::replication",
         "openraft::engine::handler::replication_handler",
     ];
@@ -75,7 +78,10 @@ mod effective_filter_tests {
         assert!(f.starts_with("info,openraft=warn,"), "{f}");
         assert!(f.contains("openraft::core::heartbeat=error"), "{f}");
         assert!(f.contains("openraft::replication=error"), "{f}");
-        assert_eq!(effective_filter("info,openraft=debug"), "info,openraft=debug");
+        assert_eq!(
+            effective_filter("info,openraft=debug"),
+            "info,openraft=debug"
+        );
         assert_eq!(effective_filter("trace"), "trace");
         let f = effective_filter("info,openraft::replication=warn");
         assert!(!f.contains("openraft::replication=error"), "{f}");

@@ -46,6 +46,25 @@ fn main() -> std::process::ExitCode {
         }
     };
     match runtime.block_on(kmsd::run(settings, kmsd::shutdown_signal())) {
+        Ok(()) if kmsd::restart_requested() => {
+            // The storage recovered after a failure that stopped the Raft core: start again in
+            // this process (same pid), with the same arguments and environment.
+            drop(runtime);
+            log.flush();
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => {
+                    eprintln!("kmsd: cannot restart in place: {e}");
+                    return std::process::ExitCode::FAILURE;
+                }
+            };
+            use std::os::unix::process::CommandExt as _;
+            let e = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .exec();
+            eprintln!("kmsd: cannot restart in place: {e}");
+            std::process::ExitCode::FAILURE
+        }
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "kmsd stopped with an error");

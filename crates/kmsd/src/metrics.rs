@@ -206,9 +206,8 @@ impl Metrics {
             ),
             &["peer"],
         ));
-        let peer_vec = |name: &str, help: &str| {
-            must(IntGaugeVec::new(Opts::new(name, help), &["peer"]))
-        };
+        let peer_vec =
+            |name: &str, help: &str| must(IntGaugeVec::new(Opts::new(name, help), &["peer"]));
         let peer_up = peer_vec(
             "kmsd_peer_up",
             "1 while the peer answers this node's health probes (within 5 s), else 0.",

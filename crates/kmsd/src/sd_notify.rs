@@ -95,7 +95,10 @@ mod tests {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         let status = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "sd_notify::tests::notify_sends_to_the_socket_systemd_names"])
+            .args([
+                "--exact",
+                "sd_notify::tests::notify_sends_to_the_socket_systemd_names",
+            ])
             .env("KMSD_SD_NOTIFY_CHILD", "1")
             .env("NOTIFY_SOCKET", &path)
             .status()

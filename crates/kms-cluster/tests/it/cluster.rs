@@ -110,9 +110,17 @@ async fn three_nodes_one_count_body() {
         };
         assert_eq!(p.role, Some(expected));
         use kms_cluster::Probe;
-        assert!(Probe::probe(&nodes[f].network, n.id, n.info.clone()).await.is_some());
+        assert!(
+            Probe::probe(&nodes[f].network, n.id, n.info.clone())
+                .await
+                .is_some()
+        );
         // A different node id at that address is not healthy for the asked id.
-        assert!(Probe::probe(&nodes[f].network, n.id + 100, n.info.clone()).await.is_none());
+        assert!(
+            Probe::probe(&nodes[f].network, n.id + 100, n.info.clone())
+                .await
+                .is_none()
+        );
     }
 
     // Enough entries for a snapshot, then compact the log so a new node cannot catch up from it.

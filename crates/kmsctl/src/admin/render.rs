@@ -675,6 +675,9 @@ mod tests {
                 healthy: true,
                 voter: true,
                 matched_index: Some(9),
+                lag: Some(0),
+                last_contact_seconds: None,
+                stalled: false,
             }],
             pools: vec![pb::PoolStatus {
                 pool: "windows".into(),
