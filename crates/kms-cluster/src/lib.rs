@@ -45,6 +45,9 @@ pub use ledger::ClusterLedger;
 pub use network::{
     ForwardError, ForwardedWrite, PeerClient, PeerError, PeerNetwork, PeerNetworkConfig, PeerProbe,
 };
-pub use node::{ClusterError, MemberStatus, Node, NodeSettings, NodeStatus, PoolStatus};
+pub use node::{
+    ClusterError, MemberStatus, Node, NodeSettings, NodeStatus, PoolStatus, READY_MAX_BEHIND,
+    Readiness,
+};
 pub use view::{NoProbe, PeerContact, Probe, ProbeAnswer, ProbeFuture};
 pub use writer::{Forward, ForwardFuture, ForwardResult, NoForward, WriteError, Writer};

@@ -204,6 +204,10 @@ pub struct PeerProbe {
     pub initial_cluster: String,
     /// The peer's store holds a cluster.
     pub initialized: bool,
+    /// The peer's readiness (`None`: it does not say).
+    pub ready: Option<bool>,
+    /// Why the peer is not ready.
+    pub not_ready_reason: String,
 }
 
 impl PeerProbe {
@@ -236,6 +240,8 @@ impl PeerProbe {
             is_member: p.is_member || !p.initialized,
             initial_cluster: p.initial_cluster,
             initialized: p.initialized,
+            ready: p.ready,
+            not_ready_reason: p.not_ready_reason,
         }
     }
 }
@@ -520,7 +526,7 @@ impl Probe for PeerNetwork {
                 // Someone else answering at that address is not `target`.
                 Ok(p) if p.node_id == target => Some(ProbeAnswer {
                     applied_index: p.last_applied_index,
-                    serving: p.raft_stopped.is_empty() && p.is_member,
+                    serving: p.raft_stopped.is_empty() && p.is_member && p.ready.unwrap_or(true),
                     initialized: p.initialized,
                     leader_id: p.leader_id,
                     initial_cluster: (!p.initial_cluster.is_empty())
@@ -677,7 +683,7 @@ impl PeerClient {
     }
 
     /// A request that names its sender and, when known, the node it is meant for (the peer
-    /// refuses a call meant for another node, or one that claims its own id).
+    /// refuses a call meant for another node).
     fn addressed<T>(&self, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         let md = request.metadata_mut();

@@ -81,6 +81,9 @@ struct PeerHealth {
     applied: Option<u64>,
     /// On the leader: replication to the peer is stalled.
     stalled: bool,
+    /// The peer's last answer said it can serve (Raft core running, a member, ready): only
+    /// then is it healthy — advertised in DNS and shown as healthy.
+    serving: bool,
 }
 
 /// A peer's state as the status, metrics and readiness show it.
@@ -113,16 +116,17 @@ impl Health {
     pub(crate) fn observe(
         &self,
         id: u64,
-        answer: Option<Option<u64>>,
+        answer: Option<(Option<u64>, bool)>,
         unhealthy_after: Duration,
     ) -> Option<Transition> {
         let now = Instant::now();
         let mut peers = self.lock();
         let p = peers.entry(id).or_default();
         match answer {
-            Some(applied) => {
+            Some((applied, serving)) => {
                 p.last_ok = Some(now);
                 p.applied = applied;
+                p.serving = serving;
                 let was = p.down_since.take();
                 let reported = std::mem::take(&mut p.reported);
                 was.filter(|_| reported).map(|t| Transition::Up(now - t))
@@ -142,7 +146,15 @@ impl Health {
         }
     }
 
+    /// Answered within `within` and said it can serve.
     pub(crate) fn is_healthy(&self, id: u64, within: Duration) -> bool {
+        self.lock()
+            .get(&id)
+            .is_some_and(|p| p.serving && p.last_ok.is_some_and(|t| t.elapsed() <= within))
+    }
+
+    /// Answered within `within` (whether or not it can serve).
+    fn answers(&self, id: u64, within: Duration) -> bool {
         self.lock()
             .get(&id)
             .and_then(|p| p.last_ok)
@@ -303,10 +315,10 @@ pub(crate) async fn run(task: ViewTask, mut stop: watch::Receiver<bool>) {
             if let Some(l) = answer.as_ref().and_then(|a| a.leader_id) {
                 *named.entry(l).or_default() += 1;
             }
-            // A peer that answers but cannot serve (its Raft core stopped, or it is not a
-            // member) is not healthy: it is not advertised.
-            let applied = answer.filter(|a| a.serving).map(|a| a.applied_index);
-            match health.observe(id, applied, unhealthy_after) {
+            // A peer that answers but cannot serve (its Raft core stopped, it is not a member,
+            // or not ready) is reachable but not healthy: it is not advertised.
+            let answer = answer.map(|a| (a.applied_index, a.serving));
+            match health.observe(id, answer, unhealthy_after) {
                 Some(Transition::Down) => tracing::warn!(
                     event_id = crate::EVENT_PEER_UNREACHABLE,
                     peer = id,
@@ -455,7 +467,7 @@ impl Stalls {
             }
             let stuck = now - entry.1;
             if stuck >= STALL_AFTER
-                && health.is_healthy(*id, unhealthy_after)
+                && health.answers(*id, unhealthy_after)
                 && self.reported.insert(*id)
             {
                 tracing::warn!(
@@ -488,7 +500,7 @@ mod tests {
     fn an_outage_is_reported_once_each_way() {
         let h = Health::default();
         let after = Duration::from_millis(30);
-        assert_eq!(h.observe(2, Some(Some(5)), after), None);
+        assert_eq!(h.observe(2, Some((Some(5), true)), after), None);
         // Failed probes within `unhealthy_after` of the last answer: nothing yet.
         assert_eq!(h.observe(2, None, after), None);
         std::thread::sleep(after + Duration::from_millis(5));
@@ -497,11 +509,11 @@ mod tests {
             assert_eq!(h.observe(2, None, after), None, "logged once per outage");
         }
         assert!(!h.contact(2, after).up);
-        match h.observe(2, Some(Some(9)), after) {
+        match h.observe(2, Some((Some(9), true)), after) {
             Some(Transition::Up(outage)) => assert!(outage >= after, "{outage:?}"),
             other => panic!("expected Up, got {other:?}"),
         }
-        assert_eq!(h.observe(2, Some(Some(10)), after), None);
+        assert_eq!(h.observe(2, Some((Some(10), true)), after), None);
         let c = h.contact(2, after);
         assert!(c.up && c.since_contact.is_some() && !c.stalled, "{c:?}");
         assert_eq!(h.peer_applied(2, after), Some(10));
@@ -511,13 +523,17 @@ mod tests {
     fn a_blip_shorter_than_unhealthy_after_is_not_logged() {
         let h = Health::default();
         let after = Duration::from_secs(5);
-        h.observe(3, Some(None), after);
+        h.observe(3, Some((None, true)), after);
         assert_eq!(h.observe(3, None, after), None);
         assert_eq!(
-            h.observe(3, Some(None), after),
+            h.observe(3, Some((None, true)), after),
             None,
             "no Up without a Down"
         );
+        assert!(h.is_healthy(3, after));
+        // Reachable but not ready: up, yet not healthy (not advertised).
+        assert_eq!(h.observe(3, Some((None, false)), after), None);
+        assert!(h.contact(3, after).up && !h.is_healthy(3, after));
     }
 
     #[test]

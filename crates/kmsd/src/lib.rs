@@ -357,8 +357,25 @@ pub async fn run_with(
         Some(t) => Some(t.server_config().context("TLS server configuration")?),
         None => None,
     };
+    // True while the KMS listener serves (/readyz, admin Health, probes from peers).
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readiness: kms_cluster::grpc::ReadinessFn = {
+        let (node, serving) = (node.clone(), ready.clone());
+        Arc::new(move || {
+            let r = node.status().readiness();
+            if serving.load(std::sync::atomic::Ordering::SeqCst) {
+                r
+            } else {
+                kms_cluster::Readiness {
+                    ready: false,
+                    reason: "not serving: KMS listener not running".into(),
+                }
+            }
+        })
+    };
     let peer = kms_cluster::grpc::RaftPeerService::new(node.raft().clone(), node.id(), node.info())
         .with_initial_cluster(&settings.initial_cluster)
+        .with_readiness(readiness)
         .with_closing(stop_rx.clone());
     let peer_refusals = peer.refusals();
     let events = events::EventHub::new(settings.node_id);
@@ -369,8 +386,6 @@ pub async fn run_with(
     } else {
         admin::AdminSecurity::LocalOnly
     };
-    // True while the KMS listener serves (/readyz, admin Health).
-    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let router = kms_cluster::grpc::server(server_tls)?
         .add_service(grpc_auth::peer_service(peer, security))
         .add_service(admin::admin_service(

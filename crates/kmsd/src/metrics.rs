@@ -233,7 +233,7 @@ impl Metrics {
         );
         let peer_calls_refused = must(prometheus::IntCounter::new(
             "kmsd_peer_calls_refused_total",
-            "Peer calls refused because they were addressed to another node id or came from a process claiming this node's id.",
+            "Peer calls refused because they were addressed to another node id (the sender's membership lists this address for another node).",
         ));
         let raft_leader_changes = must(prometheus::IntCounter::new(
             "kmsd_raft_leader_changes_total",

@@ -25,12 +25,12 @@ use tokio::net::TcpListener;
 use tonic::transport::Server;
 use tonic::transport::server::{Router, TcpIncoming};
 
-pub use server::{DEFAULT_MAX_SNAPSHOT_BYTES, MAX_MESSAGE_BYTES, RaftPeerService};
+pub use server::{DEFAULT_MAX_SNAPSHOT_BYTES, MAX_MESSAGE_BYTES, RaftPeerService, ReadinessFn};
 
-/// Request metadata: the sending node's id (decimal). With [`TO_NODE_KEY`], lets a node refuse
-/// calls meant for another node, or sent by a process that claims its id.
+/// Request metadata: the sending node's id (decimal), named in refusals and logs.
 pub const FROM_NODE_KEY: &str = "kmsd-from-node";
-/// Request metadata: the node id the sender means to reach (decimal; absent when unknown).
+/// Request metadata: the node id the sender means to reach (decimal; absent when unknown); a
+/// node refuses a call meant for another id.
 pub const TO_NODE_KEY: &str = "kmsd-to-node";
 pub use tonic::transport::{ClientTlsConfig, ServerTlsConfig};
 pub use wire::{MIN_WIRE_VERSION, WIRE_VERSION, WireError};

@@ -40,6 +40,9 @@ pub const MAX_MESSAGE_BYTES: usize = 128 << 20;
 /// Default largest snapshot a node accepts (a million clients is about 100 MB).
 pub const DEFAULT_MAX_SNAPSHOT_BYTES: u64 = 4 << 30;
 
+/// A node's readiness, computed when a peer probes it.
+pub type ReadinessFn = Arc<dyn Fn() -> crate::node::Readiness + Send + Sync>;
+
 /// The `RaftPeer` service of one node.
 #[derive(Clone)]
 pub struct RaftPeerService {
@@ -52,13 +55,14 @@ pub struct RaftPeerService {
     closing: Option<tokio::sync::watch::Receiver<bool>>,
     /// Serve `StreamAppend` (false: answer UNIMPLEMENTED, as a kmsd from before the call did).
     stream_append: bool,
-    /// Calls refused because they were addressed to another node, or came from a process
-    /// claiming this node's id.
+    /// Calls refused because they were addressed to another node.
     refused: Arc<AtomicU64>,
     /// When a refusal was last logged (one line a minute at most).
     refusal_logged: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
     /// This node's normalized `--initial-cluster` (empty: none).
     initial_cluster: String,
+    /// This node's readiness, told to probing peers (kmsd's `/readyz` rule).
+    readiness: Option<ReadinessFn>,
 }
 
 impl fmt::Debug for RaftPeerService {
@@ -84,6 +88,7 @@ impl RaftPeerService {
             initial_cluster: String::new(),
             refused: Arc::default(),
             refusal_logged: Arc::default(),
+            readiness: None,
         }
     }
 
@@ -113,16 +118,23 @@ impl RaftPeerService {
         self
     }
 
-    /// Count of calls refused as misdirected or from an impostor (for a metric).
+    /// Answer probes with this node's readiness (`ready`, `not_ready_reason`), so that peers
+    /// advertise it (DNS, health) only while it is ready.
+    pub fn with_readiness(mut self, readiness: ReadinessFn) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// Count of calls refused as misdirected (for a metric).
     pub fn refusals(&self) -> Arc<AtomicU64> {
         self.refused.clone()
     }
 
-    /// Refuse a call addressed to another node id (the sender's membership names this address
-    /// for another node: an address reused, a node moved) or sent by a process that claims to
-    /// be this node (a second process started with this node's id). Senders name themselves and
-    /// the intended receiver in the metadata [`FROM_NODE_KEY`] / [`TO_NODE_KEY`]; a call without
-    /// them (a kmsd from before, or an address-only probe) is accepted.
+    /// Refuse a call addressed to another node id: the sender's membership names this address
+    /// for another node (an address reused, a node moved, a second process started with
+    /// another node's id on another address). Senders name themselves and the intended receiver
+    /// in the metadata [`FROM_NODE_KEY`] / [`TO_NODE_KEY`]; a call without a receiver (a kmsd
+    /// from before, or an address-only probe or join) is accepted.
     fn check_addressee<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let id = |key| {
             request
@@ -138,11 +150,6 @@ impl RaftPeerService {
                 "misdirected call: addressed to node {to}, but this is node {} ({}); the \
                  sender's membership lists this address for node {to}",
                 self.node_id, self.info.grpc_addr
-            ),
-            (Some(from), _) if from == self.node_id => format!(
-                "refused: the caller claims to be node {from}, which is this node ({}); another \
-                 process was started with this node's id",
-                self.info.grpc_addr
             ),
             _ => return Ok(()),
         };
@@ -475,6 +482,7 @@ impl RaftPeerService {
 
     fn probe_impl(&self, req: pb::ProbeRequest) -> Result<pb::ProbeResponse, WireError> {
         let version = check_version(req.version)?;
+        let readiness = self.readiness.as_ref().map(|f| f());
         let m = self.metrics();
         Ok(pb::ProbeResponse {
             version,
@@ -501,6 +509,11 @@ impl RaftPeerService {
                 .is_some(),
             initial_cluster: self.initial_cluster.clone(),
             initialized: m.membership_config.membership().nodes().next().is_some(),
+            ready: readiness.as_ref().map(|r| r.ready),
+            not_ready_reason: readiness
+                .filter(|r| !r.ready)
+                .map(|r| r.reason)
+                .unwrap_or_default(),
         })
     }
 

@@ -121,6 +121,25 @@ async fn three_nodes_one_count_body() {
                 .await
                 .is_none()
         );
+        // The node itself refuses a call addressed to another id, naming both.
+        let misdirected = nodes[f]
+            .network
+            .client(n.id + 100, &n.info.grpc_addr)
+            .expect("client")
+            .probe()
+            .await
+            .expect_err("a call meant for another node id is refused");
+        match misdirected {
+            kms_cluster::PeerError::Refused { code, message, .. } => {
+                assert_eq!(code, tonic::Code::FailedPrecondition);
+                assert!(
+                    message.contains(&format!("addressed to node {}", n.id + 100))
+                        && message.contains(&format!("this is node {}", n.id)),
+                    "{message}"
+                );
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     // Enough entries for a snapshot, then compact the log so a new node cannot catch up from it.
