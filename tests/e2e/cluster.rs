@@ -24,22 +24,22 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use clap::Parser as _;
 use kms_wire::Guid;
 use kms_wire::kms::VerifiedResponse;
 use kmsctl::catalog::ProductSelection;
-use kmsctl::client::{ClientError, ClientIdentity, ConnectionOptions, KmsConnection, Reply};
+use kmsctl::client::ClientIdentity;
 use kmsctl::exit::ExitClass;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::task::JoinSet;
 
-use crate::harness::{Kmsd, NodePorts, loopback_flags, metric_value, run_kmsd};
-use crate::kms::{machine, office2010, request, windows_client};
+use crate::harness::{
+    Kmsd, NodePorts, eventually, http_get, loopback_flags, metric_value, run_kmsd,
+};
+use crate::kms::{Attempt, Load, attempt, machine, office2010, windows_client};
 
 /// One cluster test at a time (tokio's mutex: no poisoning, so one failure does not fail the
 /// rest, and it may be held across awaits).
@@ -48,120 +48,11 @@ static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const WINDOWS_LIVE: &str = "kmsd_pool_clients{pool=\"windows\"}";
 const IS_LEADER: &str = "kmsd_raft_is_leader";
 
-/// Bound on one activation (connect, BIND, reply). Longer than the 2 s commit timeout after
-/// which a node answers in degraded mode, so a live node always answers within it.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Hard bound on any background load, whatever the test does.
 const LOAD_LIMIT: Duration = Duration::from_secs(120);
 
 // ---------------------------------------------------------------------------------------------
-// HTTP and metrics (async, bounded)
-
-/// GET `path` from `addr`: (status, body), or `None` when the node does not answer in 5 s.
-async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-        Some((status, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Poll `f` every 100 ms until it returns `Some`, for at most `limit`; panics with `what`
-/// (and the last diagnostic `f` left in `last`) on timeout.
-async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let start = Instant::now();
-    loop {
-        let last = match f().await {
-            Ok(v) => return v,
-            Err(e) => e,
-        };
-        assert!(
-            start.elapsed() < limit,
-            "timed out after {limit:?} waiting for {what}; last seen: {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Activations
-
-/// How one activation attempt at one address ended.
-#[derive(Debug)]
-enum Attempt {
-    /// A verified success response.
-    Granted(Box<VerifiedResponse>),
-    /// The address could not be used (connection refused, reset, closed or timed out): a
-    /// Windows client tries the next KMS host.
-    Unreachable(String),
-    /// An HRESULT refusal or an invalid response: a failed activation.
-    Failed(String),
-}
-
-/// One machine activating on a new connection to `addr`, verified like Windows does.
-async fn attempt(addr: SocketAddr, p: &ProductSelection, who: &ClientIdentity) -> Attempt {
-    let classify = |e: ClientError| match e.class() {
-        ExitClass::Connection => Attempt::Unreachable(format!("{addr}: {e}")),
-        _ => Attempt::Failed(format!("{addr}: {e}")),
-    };
-    let opts = ConnectionOptions::new(true, true, CALL_TIMEOUT);
-    let mut conn = match KmsConnection::connect(addr, opts).await {
-        Ok(c) => c,
-        Err(e) => return classify(e),
-    };
-    match conn.activate(&request(p, who, p.default_protocol)).await {
-        Ok(out) => match out.reply {
-            Reply::Activated(v) if v.response.client_machine_id == who.cmid => {
-                Attempt::Granted(Box::new(v))
-            }
-            Reply::Activated(v) => Attempt::Failed(format!(
-                "{addr}: CMID {} not echoed (got {})",
-                who.cmid, v.response.client_machine_id
-            )),
-            Reply::Refused(h) => Attempt::Failed(format!("{addr}: refused with {h}")),
-        },
-        Err(e) => classify(e),
-    }
-}
-
-/// Like a Windows client with several SRV records: try `addrs` in turn starting at `first`,
-/// moving on only when an address is unreachable. Returns the index of the address that
-/// answered and the response, plus how many addresses were skipped.
-async fn activate_failover(
-    addrs: &[SocketAddr],
-    first: usize,
-    p: &ProductSelection,
-    who: &ClientIdentity,
-) -> (Result<(usize, VerifiedResponse), String>, u64) {
-    let mut unreachable = Vec::new();
-    for k in 0..addrs.len() {
-        let i = (first + k) % addrs.len();
-        match attempt(addrs[i], p, who).await {
-            Attempt::Granted(v) => return (Ok((i, *v)), k as u64),
-            Attempt::Failed(e) => return (Err(e), k as u64),
-            Attempt::Unreachable(e) => unreachable.push(e),
-        }
-    }
-    (
-        Err(format!("every KMS address failed: {unreachable:?}")),
-        addrs.len() as u64,
-    )
-}
 
 /// Activate `who` at `addr`; panics on anything but a verified success.
 async fn activate_at(
@@ -172,107 +63,6 @@ async fn activate_at(
     match attempt(addr, p, who).await {
         Attempt::Granted(v) => *v,
         other => panic!("activation of {} at {addr}: {other:?}", who.cmid),
-    }
-}
-
-/// Background load: `workers` clients, each activating a new machine (Windows 11 Enterprise)
-/// on a new connection every `pause`, through [`activate_failover`] over `addrs`. Bounded by
-/// [`LOAD_LIMIT`] whatever happens.
-struct Load {
-    stop: Arc<AtomicBool>,
-    /// Acknowledged machines and the index of the address that answered.
-    acked: Arc<Mutex<Vec<(Guid, usize)>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    skipped: Arc<AtomicU64>,
-    tasks: JoinSet<()>,
-}
-
-/// What a finished [`Load`] saw.
-#[derive(Debug)]
-struct LoadResult {
-    acked: Vec<(Guid, usize)>,
-    failures: Vec<String>,
-    skipped: u64,
-}
-
-impl LoadResult {
-    /// Distinct acknowledged machines.
-    fn distinct(&self) -> usize {
-        self.acked
-            .iter()
-            .map(|(g, _)| *g)
-            .collect::<BTreeSet<_>>()
-            .len()
-    }
-}
-
-impl Load {
-    fn spawn(addrs: Vec<SocketAddr>, workers: usize, pause: Duration) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Arc<Mutex<Vec<(Guid, usize)>>> = Arc::default();
-        let failures: Arc<Mutex<Vec<String>>> = Arc::default();
-        let skipped = Arc::new(AtomicU64::new(0));
-        let mut tasks = JoinSet::new();
-        for w in 0..workers {
-            let (stop, acked, failures, skipped, addrs) = (
-                stop.clone(),
-                acked.clone(),
-                failures.clone(),
-                skipped.clone(),
-                addrs.clone(),
-            );
-            tasks.spawn(async move {
-                let p = windows_client();
-                let start = Instant::now();
-                let mut i = w;
-                while !stop.load(Ordering::SeqCst) && start.elapsed() < LOAD_LIMIT {
-                    let who = machine(&p);
-                    let (r, s) = activate_failover(&addrs, i, &p, &who).await;
-                    skipped.fetch_add(s, Ordering::Relaxed);
-                    match r {
-                        Ok((n, _)) => acked.lock().unwrap().push((who.cmid, n)),
-                        Err(e) => failures.lock().unwrap().push(format!("{}: {e}", who.cmid)),
-                    }
-                    i += 1;
-                    tokio::time::sleep(pause).await;
-                }
-            });
-        }
-        Load {
-            stop,
-            acked,
-            failures,
-            skipped,
-            tasks,
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    /// Wait until `n` activations were acknowledged in all (at most `limit`).
-    async fn wait_acked(&self, n: usize, limit: Duration) {
-        let start = Instant::now();
-        while self.acked() < n && start.elapsed() < limit {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    async fn finish(mut self) -> LoadResult {
-        self.stop.store(true, Ordering::SeqCst);
-        let drained = tokio::time::timeout(CALL_TIMEOUT * 4, async {
-            while let Some(r) = self.tasks.join_next().await {
-                r.expect("load worker panicked");
-            }
-        })
-        .await;
-        assert!(drained.is_ok(), "the load workers did not stop");
-        LoadResult {
-            acked: self.acked.lock().unwrap().clone(),
-            failures: self.failures.lock().unwrap().clone(),
-            skipped: self.skipped.load(Ordering::Relaxed),
-        }
     }
 }
 
@@ -839,7 +629,7 @@ async fn kill_9_of_the_leader_under_load_loses_no_acknowledged_client() {
     let leader = c.leader_among(&[1, 2, 3], Duration::from_secs(10)).await;
     let survivors = others(leader);
     let addrs: Vec<SocketAddr> = survivors.iter().map(|id| c.kms(*id)).collect();
-    let load = Load::spawn(addrs, 6, Duration::from_millis(10));
+    let load = Load::spawn(addrs, 6, Duration::from_millis(10), true, LOAD_LIMIT);
     load.wait_acked(100, Duration::from_secs(15)).await;
     let before_kill = load.acked();
     c.kill9(leader);
@@ -930,7 +720,7 @@ async fn rolling_restart_under_load_fails_no_client_that_tries_every_address() {
     let mut c = Cluster::insecure(3);
     c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
     let addrs: Vec<SocketAddr> = [1, 2, 3].iter().map(|id| c.kms(*id)).collect();
-    let load = Load::spawn(addrs, 6, Duration::from_millis(10));
+    let load = Load::spawn(addrs, 6, Duration::from_millis(10), true, LOAD_LIMIT);
     load.wait_acked(50, Duration::from_secs(15)).await;
     for id in [1, 2, 3] {
         let t = Instant::now();
@@ -979,7 +769,7 @@ async fn a_frozen_leader_is_replaced_and_rejoins_without_double_counting() {
     let old = c.leader_among(&[1, 2, 3], Duration::from_secs(10)).await;
     let survivors = others(old);
     let addrs: Vec<SocketAddr> = survivors.iter().map(|id| c.kms(*id)).collect();
-    let load = Load::spawn(addrs, 4, Duration::from_millis(20));
+    let load = Load::spawn(addrs, 4, Duration::from_millis(20), true, LOAD_LIMIT);
     load.wait_acked(40, Duration::from_secs(15)).await;
 
     c.freeze(old, true);
@@ -1182,7 +972,13 @@ async fn membership_changes_under_load_fail_no_client_and_lose_nothing() {
     c.wait_serving(&[1, 2, 3], Duration::from_secs(60)).await;
     let earlier = activate_round_robin(&c, &[1, 2, 3], 6).await;
     // Clients use nodes 1 and 2, which stay members throughout; 3 leaves, 4 arrives.
-    let load = Load::spawn(vec![c.kms(1), c.kms(2)], 6, Duration::from_millis(10));
+    let load = Load::spawn(
+        vec![c.kms(1), c.kms(2)],
+        6,
+        Duration::from_millis(10),
+        true,
+        LOAD_LIMIT,
+    );
     load.wait_acked(50, Duration::from_secs(15)).await;
 
     // Grow: node 4 joins (learner, caught up, promoted) while the load runs.

@@ -20,18 +20,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kms_wire::Guid;
-use kmsctl::catalog::ProductSelection;
-use kmsctl::client::{ClientError, ClientIdentity, ConnectionOptions, KmsConnection, Reply};
-use kmsctl::exit::ExitClass;
-use tokio::task::JoinSet;
 
-use crate::kms::{machine, office2010, request, windows_client};
-use crate::netns::{GRPC_PORT, Lab, http_get, kmsctl, listed_cmids, metric};
+use crate::harness::{http_get, poll_every};
+use crate::kms::{Attempt, Load, LoadResult, attempt, machine, office2010, windows_client};
+use crate::netns::{GRPC_PORT, Lab, kmsctl, listed_cmids, metric};
 
 /// One scenario at a time (tokio's mutex: not poisoned by a failed scenario).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -44,8 +39,6 @@ const APPLIED_BOUND: f64 = 3.0;
 const LONG: Duration = Duration::from_secs(90);
 /// "A few election timeouts" (600–1200 ms each), generously.
 const ELECTIONS: Duration = Duration::from_secs(15);
-/// Bound on one activation (longer than the 2 s commit timeout of a degraded answer).
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between two activations of one load worker.
 const PACE: Duration = Duration::from_millis(300);
 /// The message of the per-client activation event (not counted as fault noise).
@@ -56,17 +49,25 @@ const TERM: &str = "kmsd_raft_term";
 const APPLIED: &str = "kmsd_raft_applied_index";
 const STORAGE_OK: &str = "kmsd_storage_ok";
 
-/// The lab, or return from the test with "SKIPPED: why".
-macro_rules! lab_or_skip {
-    ($hosts:expr) => {
-        match Lab::new($hosts) {
-            Ok(lab) => lab,
-            Err(why) => {
-                eprintln!("SKIPPED: fault tier: {why}");
-                return;
-            }
-        }
-    };
+/// A lab of `hosts` hosts, or `None` after printing "SKIPPED: why" (the test then returns).
+fn lab(hosts: usize) -> Option<Lab> {
+    Lab::new(hosts)
+        .map_err(|why| eprintln!("SKIPPED: fault tier: {why}"))
+        .ok()
+}
+
+/// The start of most scenarios: this scenario's turn ([`SERIAL`], held until the returned
+/// guard drops, after the lab), nodes 1–3 in a new lab of `hosts` hosts serving with a leader,
+/// and the scenario's checks. Returns the leader too; `None` when the lab cannot be built.
+async fn scenario(
+    hosts: usize,
+    name: &'static str,
+) -> Option<(tokio::sync::MutexGuard<'static, ()>, Trio, Checks, u64)> {
+    let serial = SERIAL.lock().await;
+    let mut t = Trio::plain(lab(hosts)?);
+    let ck = Checks::new(name);
+    let leader = t.up().await;
+    Some((serial, t, ck, leader))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -124,26 +125,21 @@ impl Checks {
 }
 
 /// Poll `f` every 200 ms until it returns `Ok`, for at most `limit`; the last error otherwise.
-async fn poll<T, F, Fut>(limit: Duration, mut f: F) -> Result<T, String>
+async fn poll<T, F, Fut>(limit: Duration, f: F) -> Result<T, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, String>>,
 {
-    let start = Instant::now();
-    loop {
-        let e = match f().await {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        if start.elapsed() > limit {
-            return Err(format!("after {limit:?}: {e}"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_every(Duration::from_millis(200), limit, f)
+        .await
+        .map_err(|e| format!("after {limit:?}: {e}"))
 }
 
 // ---------------------------------------------------------------------------------------------
 // A three-node cluster in the lab
+
+/// Each node's log length at one moment (node id → lines).
+type Marks = BTreeMap<u64, usize>;
 
 /// Nodes 1, 2, 3 on lab hosts 0, 1, 2 (plus whatever else a scenario starts in the lab).
 struct Trio {
@@ -273,6 +269,25 @@ impl Trio {
         Ok(())
     }
 
+    /// Wait until nodes 1–3 serve and one of them leads (panics otherwise); returns the leader.
+    async fn up(&mut self) -> u64 {
+        self.wait_serving(&[1, 2, 3], LONG)
+            .await
+            .expect("cluster up");
+        self.leader_among(&[1, 2, 3], LONG).await.expect("a leader")
+    }
+
+    /// Start the scenario's clients: three workers, worker `w` starting each activation at
+    /// node `w + 1` and moving on to the next node only when one is unreachable (like Windows
+    /// with several SRV records). Returns once `warm` activations were acknowledged.
+    async fn load(&self, warm: usize) -> Load {
+        let addrs = (1..=3).map(|id| self.kms(id)).collect();
+        // Hard bound whatever the test does.
+        let load = Load::spawn(addrs, 3, PACE, false, Duration::from_secs(300));
+        load.wait_more(warm, LONG).await;
+        load
+    }
+
     /// The node of `ids` that leads, once exactly one of them says so.
     async fn leader_among(&self, ids: &[u64], limit: Duration) -> Result<u64, String> {
         poll(limit, || async move {
@@ -300,7 +315,7 @@ impl Trio {
     }
 
     /// Log marks of nodes 1–3 (see [`Trio::fault_lines`]).
-    fn marks(&self) -> BTreeMap<u64, usize> {
+    fn marks(&self) -> Marks {
         self.k
             .iter()
             .map(|(id, k)| (*id, self.lab.node(*k).log_len()))
@@ -309,12 +324,7 @@ impl Trio {
 
     /// Lines node `id` logged between the marks `from` and `to`, without the per-client
     /// activation events: (counted lines, activation events, the counted lines themselves).
-    fn fault_lines(
-        &self,
-        id: u64,
-        from: &BTreeMap<u64, usize>,
-        to: &BTreeMap<u64, usize>,
-    ) -> (usize, usize, Vec<String>) {
+    fn fault_lines(&self, id: u64, from: &Marks, to: &Marks) -> (usize, usize, Vec<String>) {
         let lines = self.lab.node(self.k[&id]).log_since(from[&id]);
         let lines = &lines[..(to[&id] - from[&id]).min(lines.len())];
         let (events, other): (Vec<&String>, Vec<&String>) =
@@ -327,7 +337,7 @@ impl Trio {
     }
 
     /// Check each node's log volume between `from` and `to` against [`LINE_BOUND`].
-    fn check_lines(&self, ck: &mut Checks, from: &BTreeMap<u64, usize>, to: &BTreeMap<u64, usize>) {
+    fn check_lines(&self, ck: &mut Checks, from: &Marks, to: &Marks) {
         for id in 1..=3 {
             let (n, events, lines) = self.fault_lines(id, from, to);
             ck.check(
@@ -456,167 +466,14 @@ fn warnings(lines: &[String], n: usize) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // Clients
 
-/// How one activation attempt at one address ended.
-#[derive(Debug)]
-enum Attempt {
-    /// A verified success response for this machine.
-    Granted(u32),
-    /// Connection refused, reset, closed or timed out: a client tries its next KMS host.
-    Unreachable(String),
-    /// An HRESULT refusal or an invalid response.
-    Failed(String),
-}
-
-/// One machine activating on a new connection to `addr`, verified like Windows does.
-async fn attempt(addr: SocketAddr, p: &ProductSelection, who: &ClientIdentity) -> Attempt {
-    let classify = |e: ClientError| match e.class() {
-        ExitClass::Connection => Attempt::Unreachable(format!("{addr}: {e}")),
-        _ => Attempt::Failed(format!("{addr}: {e}")),
-    };
-    let opts = ConnectionOptions::new(true, true, CALL_TIMEOUT);
-    let mut conn = match KmsConnection::connect(addr, opts).await {
-        Ok(c) => c,
-        Err(e) => return classify(e),
-    };
-    match conn.activate(&request(p, who, p.default_protocol)).await {
-        Ok(out) => match out.reply {
-            Reply::Activated(v) if v.response.client_machine_id == who.cmid => {
-                Attempt::Granted(v.response.current_count)
-            }
-            Reply::Activated(v) => Attempt::Failed(format!(
-                "{addr}: CMID {} not echoed (got {})",
-                who.cmid, v.response.client_machine_id
-            )),
-            Reply::Refused(h) => Attempt::Failed(format!("{addr}: refused with {h}")),
-        },
-        Err(e) => classify(e),
+/// Acknowledged activations per answering node.
+fn per_node(r: &LoadResult) -> BTreeMap<u64, usize> {
+    let mut m = BTreeMap::new();
+    for (_, i) in &r.acked {
+        // The load's addresses are those of nodes 1, 2, 3 in that order.
+        *m.entry(*i as u64 + 1).or_default() += 1;
     }
-}
-
-/// Clients activating new machines (Windows 11 Enterprise) during a fault: worker `w` starts
-/// each activation at node `w % 3 + 1` and, like Windows with several SRV records, moves on to
-/// the next node only when one is unreachable.
-struct Load {
-    stop: Arc<AtomicBool>,
-    /// Acknowledged CMIDs with the node that answered.
-    acked: Arc<Mutex<Vec<(Guid, u64)>>>,
-    failures: Arc<Mutex<Vec<String>>>,
-    skipped: Arc<AtomicU64>,
-    tasks: JoinSet<()>,
-}
-
-/// What a finished [`Load`] saw.
-struct LoadResult {
-    acked: Vec<(Guid, u64)>,
-    failures: Vec<String>,
-    skipped: u64,
-}
-
-impl LoadResult {
-    fn cmids(&self) -> Vec<Guid> {
-        self.acked.iter().map(|(g, _)| *g).collect()
-    }
-
-    fn per_node(&self) -> BTreeMap<u64, usize> {
-        let mut m = BTreeMap::new();
-        for (_, n) in &self.acked {
-            *m.entry(*n).or_default() += 1;
-        }
-        m
-    }
-}
-
-impl Load {
-    fn spawn(t: &Trio, workers: usize) -> Load {
-        let addrs: Vec<(u64, SocketAddr)> = (1..=3).map(|id| (id, t.kms(id))).collect();
-        let stop = Arc::new(AtomicBool::new(false));
-        let acked: Arc<Mutex<Vec<(Guid, u64)>>> = Arc::default();
-        let failures: Arc<Mutex<Vec<String>>> = Arc::default();
-        let skipped = Arc::new(AtomicU64::new(0));
-        let mut tasks = JoinSet::new();
-        for w in 0..workers {
-            let (stop, acked, failures, skipped, addrs) = (
-                stop.clone(),
-                acked.clone(),
-                failures.clone(),
-                skipped.clone(),
-                addrs.clone(),
-            );
-            tasks.spawn(async move {
-                let p = windows_client();
-                let start = Instant::now();
-                // Hard bound whatever the test does.
-                while !stop.load(Ordering::SeqCst) && start.elapsed() < Duration::from_secs(300) {
-                    let who = machine(&p);
-                    let mut unreachable = Vec::new();
-                    let mut done = false;
-                    for j in 0..addrs.len() {
-                        let (id, addr) = addrs[(w + j) % addrs.len()];
-                        match attempt(addr, &p, &who).await {
-                            Attempt::Granted(_) => {
-                                acked.lock().unwrap().push((who.cmid, id));
-                                done = true;
-                            }
-                            Attempt::Failed(e) => {
-                                failures.lock().unwrap().push(format!("{}: {e}", who.cmid));
-                                done = true;
-                            }
-                            Attempt::Unreachable(e) => {
-                                skipped.fetch_add(1, Ordering::Relaxed);
-                                unreachable.push(e);
-                            }
-                        }
-                        if done {
-                            break;
-                        }
-                    }
-                    if !done {
-                        failures.lock().unwrap().push(format!(
-                            "{}: every node unreachable: {unreachable:?}",
-                            who.cmid
-                        ));
-                    }
-                    tokio::time::sleep(PACE).await;
-                }
-            });
-        }
-        Load {
-            stop,
-            acked,
-            failures,
-            skipped,
-            tasks,
-        }
-    }
-
-    fn acked(&self) -> usize {
-        self.acked.lock().unwrap().len()
-    }
-
-    /// Wait until `more` further activations were acknowledged (at most `limit`).
-    async fn wait_more(&self, more: usize, limit: Duration) {
-        let target = self.acked() + more;
-        let start = Instant::now();
-        while self.acked() < target && start.elapsed() < limit {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn finish(mut self) -> LoadResult {
-        self.stop.store(true, Ordering::SeqCst);
-        let drained = tokio::time::timeout(CALL_TIMEOUT * 4, async {
-            while let Some(r) = self.tasks.join_next().await {
-                r.expect("load worker panicked");
-            }
-        })
-        .await;
-        assert!(drained.is_ok(), "the load workers did not stop");
-        LoadResult {
-            acked: self.acked.lock().unwrap().clone(),
-            failures: self.failures.lock().unwrap().clone(),
-            skipped: self.skipped.load(Ordering::Relaxed),
-        }
-    }
+    m
 }
 
 /// Report what the clients saw and check that none was refused.
@@ -626,7 +483,7 @@ fn check_load(ck: &mut Checks, r: &LoadResult) {
         format!(
             "{} acknowledged (per answering node {:?}), {} unreachable attempts moved on",
             r.acked.len(),
-            r.per_node(),
+            per_node(r),
             r.skipped
         ),
     );
@@ -639,6 +496,36 @@ fn check_load(ck: &mut Checks, r: &LoadResult) {
             &r.failures[..r.failures.len().min(3)]
         ),
     );
+}
+
+/// Wait for `more` further acknowledged activations, stop the clients and check what they saw.
+async fn stop_load(ck: &mut Checks, load: Load, more: usize) -> LoadResult {
+    load.wait_more(more, LONG).await;
+    let r = load.finish().await;
+    check_load(ck, &r);
+    r
+}
+
+impl Trio {
+    /// The end of a scenario: [`stop_load`], the log volume between the marks `fault` (if
+    /// given), convergence on every acknowledged CMID and `extra`, then every check reported.
+    async fn conclude(
+        &self,
+        mut ck: Checks,
+        load: Load,
+        more: usize,
+        fault: Option<(&Marks, &Marks)>,
+        extra: Vec<Guid>,
+    ) {
+        let r = stop_load(&mut ck, load, more).await;
+        if let Some((from, to)) = fault {
+            self.check_lines(&mut ck, from, to);
+        }
+        let mut all = r.cmids();
+        all.extend(extra);
+        self.check_converged(&mut ck, &all).await;
+        ck.finish();
+    }
 }
 
 /// Sleep until `since + total`.
@@ -661,12 +548,9 @@ fn others(of: u64) -> Vec<u64> {
 /// and the clients of the dead node move on to the others; afterwards everything converges.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_down_60s() {
-    let _serial = SERIAL.lock().await;
-    let lab = lab_or_skip!(3);
-    let mut t = Trio::plain(lab);
-    let mut ck = Checks::new("a follower down");
-    t.wait_serving(&[1, 2, 3], LONG).await.expect("cluster up");
-    let leader = t.leader_among(&[1, 2, 3], LONG).await.expect("a leader");
+    let Some((_serial, mut t, mut ck, leader)) = scenario(3, "a follower down").await else {
+        return;
+    };
     let f = others(leader)[0];
     let peer_up = format!("kmsd_peer_up{{peer=\"{f}\"}}");
     ck.note(
@@ -676,8 +560,7 @@ async fn a_follower_down_60s() {
             t.series(leader, &peer_up).await
         ),
     );
-    let load = Load::spawn(&t, 3);
-    load.wait_more(6, LONG).await;
+    let load = t.load(6).await;
 
     let from = t.marks();
     let cpu0 = t.lab.node(t.k[&leader]).cpu_ticks();
@@ -717,11 +600,7 @@ async fn a_follower_down_60s() {
     t.lab.node_mut(kf).restart();
     let back = t.wait_serving(&[f], LONG).await;
     ck.result("restarted follower back in quorum", back);
-    load.wait_more(6, LONG).await;
-    let r = load.finish().await;
-    check_load(&mut ck, &r);
-    t.check_converged(&mut ck, &r.cmids()).await;
-    ck.finish();
+    t.conclude(ck, load, 6, None, Vec::new()).await;
 }
 
 /// (b) The leader is cut off from both followers (iptables) for ~20 s while clients activate
@@ -729,15 +608,11 @@ async fn a_follower_down_60s() {
 /// is in quorum, and after the heal it catches up by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn b_leader_cut_off() {
-    let _serial = SERIAL.lock().await;
-    let lab = lab_or_skip!(3);
-    let mut t = Trio::plain(lab);
-    let mut ck = Checks::new("b leader cut off");
-    t.wait_serving(&[1, 2, 3], LONG).await.expect("cluster up");
-    let old = t.leader_among(&[1, 2, 3], LONG).await.expect("a leader");
+    let Some((_serial, t, mut ck, old)) = scenario(3, "b leader cut off").await else {
+        return;
+    };
     let rest = others(old);
-    let load = Load::spawn(&t, 3);
-    load.wait_more(6, LONG).await;
+    let load = t.load(6).await;
 
     let from = t.marks();
     t.lab.cut(t.host(old), &[t.host(rest[0]), t.host(rest[1])]);
@@ -786,27 +661,19 @@ async fn b_leader_cut_off() {
     let to = t.marks();
     t.lab.heal(t.host(old));
 
-    load.wait_more(6, LONG).await;
-    let r = load.finish().await;
-    check_load(&mut ck, &r);
-    t.check_lines(&mut ck, &from, &to);
-    t.check_converged(&mut ck, &r.cmids()).await;
-    ck.finish();
+    t.conclude(ck, load, 6, Some((&from, &to)), Vec::new())
+        .await;
 }
 
 /// (c) A follower is cut off from both peers for 30 s, then healed: thanks to pre-vote the
 /// leader does not change and the healthy nodes' term does not move.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn c_follower_cut_off_prevote() {
-    let _serial = SERIAL.lock().await;
-    let lab = lab_or_skip!(3);
-    let mut t = Trio::plain(lab);
-    let mut ck = Checks::new("c follower cut off");
-    t.wait_serving(&[1, 2, 3], LONG).await.expect("cluster up");
-    let leader = t.leader_among(&[1, 2, 3], LONG).await.expect("a leader");
+    let Some((_serial, mut t, mut ck, leader)) = scenario(3, "c follower cut off").await else {
+        return;
+    };
     let (f, h) = (others(leader)[0], others(leader)[1]);
-    let load = Load::spawn(&t, 3);
-    load.wait_more(6, LONG).await;
+    let load = t.load(6).await;
     let mut before = BTreeMap::new();
     for id in [1, 2, 3] {
         before.insert(id, t.metric(id, TERM).await.expect("term"));
@@ -846,12 +713,8 @@ async fn c_follower_cut_off_prevote() {
     }
     ck.note("terms", format!("before {before:?}, after {after:?}"));
 
-    load.wait_more(6, LONG).await;
-    let r = load.finish().await;
-    check_load(&mut ck, &r);
-    t.check_lines(&mut ck, &from, &to);
-    t.check_converged(&mut ck, &r.cmids()).await;
-    ck.finish();
+    t.conclude(ck, load, 6, Some((&from, &to)), Vec::new())
+        .await;
 }
 
 /// Fill `dir` with a filler file until a write fails (the filesystem is full); returns the
@@ -878,7 +741,9 @@ fn fill(dir: &std::path::Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn d_disk_full() {
     let _serial = SERIAL.lock().await;
-    let lab = lab_or_skip!(3);
+    let Some(lab) = lab(3) else {
+        return;
+    };
     let mut t = Trio::start(
         lab,
         |lab, id| {
@@ -891,8 +756,7 @@ async fn d_disk_full() {
         |_| None,
     );
     let mut ck = Checks::new("d disk full");
-    t.wait_serving(&[1, 2, 3], LONG).await.expect("cluster up");
-    let leader = t.leader_among(&[1, 2, 3], LONG).await.expect("a leader");
+    let leader = t.up().await;
     if leader == 3 {
         // The full disk is a follower's: move leadership away first.
         let (code, _, err) = kmsctl(&["--server", &t.grpc(3), "leader", "transfer", "1"]).await;
@@ -907,8 +771,7 @@ async fn d_disk_full() {
         "node 3 kmsd_storage_ok before",
         format!("{:?}", t.series(3, STORAGE_OK).await),
     );
-    let load = Load::spawn(&t, 3);
-    load.wait_more(6, LONG).await;
+    let load = t.load(6).await;
 
     let from = t.marks();
     let mount = t.lab.dir().join("tmpfs3");
@@ -1003,14 +866,8 @@ async fn d_disk_full() {
         ck.result("node 3 back in quorum after a restart", back);
     }
     let acked_at_3: Vec<Guid> = answers.iter().filter_map(|a| a.clone().ok()).collect();
-    load.wait_more(6, LONG).await;
-    let r = load.finish().await;
-    check_load(&mut ck, &r);
-    t.check_lines(&mut ck, &from, &to);
-    let mut all = r.cmids();
-    all.extend(acked_at_3);
-    t.check_converged(&mut ck, &all).await;
-    ck.finish();
+    t.conclude(ck, load, 6, Some((&from, &to)), acked_at_3)
+        .await;
 }
 
 /// (e) Node 3 runs two hours ahead (libfaketime `+2h`): the cluster still forms and counts;
@@ -1019,7 +876,9 @@ async fn d_disk_full() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn e_clock_skew_2h() {
     let _serial = SERIAL.lock().await;
-    let lab = lab_or_skip!(3);
+    let Some(lab) = lab(3) else {
+        return;
+    };
     if crate::netns::faketime_lib().is_none() {
         eprintln!("SKIPPED: fault tier: libfaketime not installed (scripts/install-test-deps.sh)");
         return;
@@ -1042,21 +901,19 @@ async fn e_clock_skew_2h() {
         "leader",
         format!("{:?}", t.leader_among(&[1, 2, 3], LONG).await),
     );
-    let load = Load::spawn(&t, 3);
-    load.wait_more(30, LONG).await;
+    let load = t.load(30).await;
     // One client at each node, one after the other: counts follow each other and one ePID.
     let p = windows_client();
     let mut seen = Vec::new();
     for id in [1, 2, 3] {
         let who = machine(&p);
         let a = match attempt(t.kms(id), &p, &who).await {
-            Attempt::Granted(count) => format!("Granted, count {count}"),
+            Attempt::Granted(v) => format!("Granted, count {}", v.response.current_count),
             other => format!("{other:?}"),
         };
         seen.push((id, who.cmid, a));
     }
-    let r = load.finish().await;
-    check_load(&mut ck, &r);
+    let r = stop_load(&mut ck, load, 0).await;
     for (id, cmid, a) in &seen {
         ck.check(
             &format!("a client of node {id} is activated"),
@@ -1098,15 +955,11 @@ async fn e_clock_skew_2h() {
 /// and the real cluster keeps exactly one leader.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn f_impostor_with_an_existing_id() {
-    let _serial = SERIAL.lock().await;
-    let lab = lab_or_skip!(4);
-    let mut t = Trio::plain(lab);
-    let mut ck = Checks::new("f impostor");
-    t.wait_serving(&[1, 2, 3], LONG).await.expect("cluster up");
-    let leader = t.leader_among(&[1, 2, 3], LONG).await.expect("a leader");
+    let Some((_serial, mut t, mut ck, leader)) = scenario(4, "f impostor").await else {
+        return;
+    };
     let victim = others(leader)[0];
-    let load = Load::spawn(&t, 3);
-    load.wait_more(6, LONG).await;
+    let load = t.load(6).await;
 
     let from = t.marks();
     let dir = t.lab.dir().join("impostor");
@@ -1167,12 +1020,8 @@ async fn f_impostor_with_an_existing_id() {
     }
     let to = t.marks();
 
-    load.wait_more(6, LONG).await;
-    let r = load.finish().await;
-    check_load(&mut ck, &r);
-    t.check_lines(&mut ck, &from, &to);
-    t.check_converged(&mut ck, &r.cmids()).await;
-    ck.finish();
+    t.conclude(ck, load, 6, Some((&from, &to)), Vec::new())
+        .await;
 }
 
 /// (g) Three new nodes whose `--initial-cluster` lists differ must not form a cluster, and an
@@ -1180,7 +1029,9 @@ async fn f_impostor_with_an_existing_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn g_mismatched_initial_cluster() {
     let _serial = SERIAL.lock().await;
-    let mut lab = lab_or_skip!(3);
+    let Some(mut lab) = lab(3) else {
+        return;
+    };
     let mut ck = Checks::new("g mismatched initial-cluster");
     let ip = |i: usize| lab.host_ip(i);
     let right = initial_cluster(&lab);
@@ -1262,16 +1113,12 @@ async fn g_mismatched_initial_cluster() {
 /// wait for `/readyz` "ok: in quorum". No client is refused and no acknowledged record lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h_rolling_restart_under_load() {
-    let _serial = SERIAL.lock().await;
-    let lab = lab_or_skip!(3);
-    let mut t = Trio::plain(lab);
-    let mut ck = Checks::new("h rolling restart");
-    t.wait_serving(&[1, 2, 3], LONG).await.expect("cluster up");
-    let leader = t.leader_among(&[1, 2, 3], LONG).await.expect("a leader");
+    let Some((_serial, mut t, mut ck, leader)) = scenario(3, "h rolling restart").await else {
+        return;
+    };
     let mut order = others(leader);
     order.push(leader);
-    let load = Load::spawn(&t, 3);
-    load.wait_more(6, LONG).await;
+    let load = t.load(6).await;
 
     for id in order {
         let k = t.k[&id];
@@ -1288,8 +1135,5 @@ async fn h_rolling_restart_under_load() {
         ck.result(&format!("node {id} back in quorum"), back);
         load.wait_more(15, LONG).await;
     }
-    let r = load.finish().await;
-    check_load(&mut ck, &r);
-    t.check_converged(&mut ck, &r.cmids()).await;
-    ck.finish();
+    t.conclude(ck, load, 0, None, Vec::new()).await;
 }

@@ -1,4 +1,5 @@
-//! Starting, stopping and killing real `kmsd` processes.
+//! Starting, stopping and killing real `kmsd` processes, and the bounded async helpers (HTTP
+//! GET, polling) the multi-node tiers share.
 
 #![allow(dead_code)]
 
@@ -188,19 +189,8 @@ impl Kmsd {
 
     /// SIGTERM and wait for a clean exit; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().expect("running");
-        send_signal(child.id(), "TERM");
-        let start = Instant::now();
-        loop {
-            if let Some(st) = child.try_wait().expect("wait") {
-                return st;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = child.kill();
-                panic!("kmsd did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = self.child.take().expect("running");
+        stop_child(child)
     }
 
     /// Send `sig` (e.g. "TERM") without waiting.
@@ -314,31 +304,49 @@ impl Drop for Kmsd {
         // A failed test leaves each node's log next to the build (target/test-artifacts/e2e),
         // for the post-mortem CI prints nothing else of.
         if std::thread::panicking() {
-            let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/test-artifacts/e2e")
-                .join(
-                    std::thread::current()
-                        .name()
-                        .unwrap_or("test")
-                        .replace("::", "-"),
-                );
-            if std::fs::create_dir_all(&dir).is_ok() {
-                let name = self
-                    .data_dir
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "kmsd".into());
-                let file = dir.join(format!("{name}-{}.log", std::process::id()));
-                let _ = std::fs::write(
-                    &file,
-                    self.log
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .join("\n"),
-                );
-                eprintln!("kmsd log kept in {}", file.display());
-            }
+            let name = self
+                .data_dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "kmsd".into());
+            keep_log(&name, &self.log.lock().unwrap_or_else(|e| e.into_inner()));
         }
+    }
+}
+
+/// Copy a node's log `lines` to target/test-artifacts/e2e/<test>/<name>-<pid>.log, for the
+/// post-mortem of a failed test.
+pub fn keep_log(name: &str, lines: &[String]) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/test-artifacts/e2e")
+        .join(
+            std::thread::current()
+                .name()
+                .unwrap_or("test")
+                .replace("::", "-"),
+        );
+    if std::fs::create_dir_all(&dir).is_ok() {
+        let file = dir.join(format!("{name}-{}.log", std::process::id()));
+        let _ = std::fs::write(&file, lines.join("\n"));
+        eprintln!("kmsd log kept in {}", file.display());
+    }
+}
+
+/// SIGTERM `child` and wait (up to 30 s) for its exit status; kills it and panics if it is
+/// still running then.
+pub fn stop_child(mut child: Child) -> std::process::ExitStatus {
+    send_signal(child.id(), "TERM");
+    let start = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().expect("wait") {
+            return st;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("kmsd did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -528,4 +536,61 @@ pub fn loopback_flags(data_dir: &str) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Async helpers shared by the multi-node tiers (cluster, fault)
+
+/// GET `path` from `addr`: (status, body), or `None` when nothing answers within 5 s.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let exchange = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let req = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        let status = text.split_whitespace().nth(1)?.parse().ok()?;
+        let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+        Some((status, body.to_string()))
+    };
+    tokio::time::timeout(Duration::from_secs(5), exchange)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Call `f` every `every` until it returns `Ok`, for at most `limit`; `f`'s last error
+/// otherwise.
+pub async fn poll_every<T, F, Fut>(every: Duration, limit: Duration, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let start = Instant::now();
+    loop {
+        let last = match f().await {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        if start.elapsed() >= limit {
+            return Err(last);
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Poll `f` every 100 ms until it returns `Ok`, for at most `limit`; panics with `what` (and
+/// the last diagnostic `f` returned) on timeout.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    poll_every(Duration::from_millis(100), limit, f)
+        .await
+        .unwrap_or_else(|last| {
+            panic!("timed out after {limit:?} waiting for {what}; last seen: {last}")
+        })
 }

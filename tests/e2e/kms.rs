@@ -1,13 +1,15 @@
 //! Client side of the end-to-end tests: products, machine identities, verified activation
-//! calls through kmsctl's client, and a raw DCE/RPC connection for malformed input.
+//! calls through kmsctl's client, a raw DCE/RPC connection for malformed input, and the
+//! failover clients and background load of the multi-node tiers (cluster, fault).
 //!
 //! Everything here verifies responses exactly as a Windows client would (kms-wire's
 //! `verify_response`, every check of PROTOCOL.md §6.7), and every wait is bounded.
 
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,9 +17,11 @@ use kms_wire::kms::{self, ActivationRequest, ProtocolVersion, VerifiedResponse};
 use kms_wire::rpc::{self, BindStep, CallError, ClientAssociation, ClientOptions, Syntax};
 use kms_wire::{Guid, Hresult};
 use kmsctl::catalog::{self, ProductSelection};
-use kmsctl::client::{self, ClientIdentity, ConnectionOptions, KmsConnection, Reply};
+use kmsctl::client::{self, ClientError, ClientIdentity, ConnectionOptions, KmsConnection, Reply};
+use kmsctl::exit::ExitClass;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinSet;
 
 /// Bound on every connect and every reply in these tests (generous: debug builds, 2 cores,
 /// many nodes at once).
@@ -401,4 +405,195 @@ impl GoodClient {
 /// A GUID that is in no catalog.
 pub fn unknown_guid() -> Guid {
     client::random_cmid()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients of a multi-node cluster (cluster and fault tiers): failover like Windows, and
+// background load
+
+/// Bound on one activation (connect, BIND, reply). Longer than the 2 s commit timeout after
+/// which a node answers in degraded mode, so a live node always answers within it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How one activation attempt at one address ended.
+#[derive(Debug)]
+pub enum Attempt {
+    /// A verified success response for this machine.
+    Granted(Box<VerifiedResponse>),
+    /// The address could not be used (connection refused, reset, closed or timed out): a
+    /// Windows client tries the next KMS host.
+    Unreachable(String),
+    /// An HRESULT refusal or an invalid response: a failed activation.
+    Failed(String),
+}
+
+/// One machine activating on a new connection to `addr`, verified like Windows does.
+pub async fn attempt(addr: SocketAddr, p: &ProductSelection, who: &ClientIdentity) -> Attempt {
+    let classify = |e: ClientError| match e.class() {
+        ExitClass::Connection => Attempt::Unreachable(format!("{addr}: {e}")),
+        _ => Attempt::Failed(format!("{addr}: {e}")),
+    };
+    let opts = ConnectionOptions::new(true, true, CALL_TIMEOUT);
+    let mut conn = match KmsConnection::connect(addr, opts).await {
+        Ok(c) => c,
+        Err(e) => return classify(e),
+    };
+    match conn.activate(&request(p, who, p.default_protocol)).await {
+        Ok(out) => match out.reply {
+            Reply::Activated(v) if v.response.client_machine_id == who.cmid => {
+                Attempt::Granted(Box::new(v))
+            }
+            Reply::Activated(v) => Attempt::Failed(format!(
+                "{addr}: CMID {} not echoed (got {})",
+                who.cmid, v.response.client_machine_id
+            )),
+            Reply::Refused(h) => Attempt::Failed(format!("{addr}: refused with {h}")),
+        },
+        Err(e) => classify(e),
+    }
+}
+
+/// Like a Windows client with several SRV records: try `addrs` in turn starting at `first`,
+/// moving on only when an address is unreachable. Returns the index of the address that
+/// answered and the response, plus how many addresses were skipped.
+pub async fn activate_failover(
+    addrs: &[SocketAddr],
+    first: usize,
+    p: &ProductSelection,
+    who: &ClientIdentity,
+) -> (Result<(usize, VerifiedResponse), String>, u64) {
+    let mut unreachable = Vec::new();
+    for k in 0..addrs.len() {
+        let i = (first + k) % addrs.len();
+        match attempt(addrs[i], p, who).await {
+            Attempt::Granted(v) => return (Ok((i, *v)), k as u64),
+            Attempt::Failed(e) => return (Err(e), k as u64),
+            Attempt::Unreachable(e) => unreachable.push(e),
+        }
+    }
+    (
+        Err(format!("every KMS address failed: {unreachable:?}")),
+        addrs.len() as u64,
+    )
+}
+
+/// Background load: `workers` clients, each activating a new machine (Windows 11 Enterprise)
+/// on a new connection every `pause`, through [`activate_failover`] over `addrs`. Worker `w`
+/// starts at address `w`; with `rotate` each next activation starts one address further.
+/// Bounded by `limit` whatever the test does.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    /// Acknowledged machines and the index of the address that answered.
+    acked: Arc<Mutex<Vec<(Guid, usize)>>>,
+    failures: Arc<Mutex<Vec<String>>>,
+    skipped: Arc<AtomicU64>,
+    tasks: JoinSet<()>,
+}
+
+/// What a finished [`Load`] saw.
+#[derive(Debug)]
+pub struct LoadResult {
+    /// Acknowledged machines and the index of the address that answered.
+    pub acked: Vec<(Guid, usize)>,
+    /// Refused or unanswered activations.
+    pub failures: Vec<String>,
+    /// Unreachable addresses a client moved on from.
+    pub skipped: u64,
+}
+
+impl LoadResult {
+    /// The acknowledged CMIDs, in order.
+    pub fn cmids(&self) -> Vec<Guid> {
+        self.acked.iter().map(|(g, _)| *g).collect()
+    }
+
+    /// Distinct acknowledged machines.
+    pub fn distinct(&self) -> usize {
+        self.cmids().into_iter().collect::<BTreeSet<_>>().len()
+    }
+}
+
+impl Load {
+    pub fn spawn(
+        addrs: Vec<SocketAddr>,
+        workers: usize,
+        pause: Duration,
+        rotate: bool,
+        limit: Duration,
+    ) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked: Arc<Mutex<Vec<(Guid, usize)>>> = Arc::default();
+        let failures: Arc<Mutex<Vec<String>>> = Arc::default();
+        let skipped = Arc::new(AtomicU64::new(0));
+        let mut tasks = JoinSet::new();
+        for w in 0..workers {
+            let (stop, acked, failures, skipped, addrs) = (
+                stop.clone(),
+                acked.clone(),
+                failures.clone(),
+                skipped.clone(),
+                addrs.clone(),
+            );
+            tasks.spawn(async move {
+                let p = windows_client();
+                let start = Instant::now();
+                let mut i = w;
+                while !stop.load(Ordering::SeqCst) && start.elapsed() < limit {
+                    let who = machine(&p);
+                    let (r, s) = activate_failover(&addrs, i, &p, &who).await;
+                    skipped.fetch_add(s, Ordering::Relaxed);
+                    match r {
+                        Ok((n, _)) => acked.lock().unwrap().push((who.cmid, n)),
+                        Err(e) => failures.lock().unwrap().push(format!("{}: {e}", who.cmid)),
+                    }
+                    if rotate {
+                        i += 1;
+                    }
+                    tokio::time::sleep(pause).await;
+                }
+            });
+        }
+        Load {
+            stop,
+            acked,
+            failures,
+            skipped,
+            tasks,
+        }
+    }
+
+    /// Activations acknowledged so far.
+    pub fn acked(&self) -> usize {
+        self.acked.lock().unwrap().len()
+    }
+
+    /// Wait until `n` activations were acknowledged in all (at most `limit`).
+    pub async fn wait_acked(&self, n: usize, limit: Duration) {
+        let start = Instant::now();
+        while self.acked() < n && start.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until `more` further activations were acknowledged (at most `limit`).
+    pub async fn wait_more(&self, more: usize, limit: Duration) {
+        self.wait_acked(self.acked() + more, limit).await;
+    }
+
+    /// Stop the workers (panics if they do not stop within a few call timeouts).
+    pub async fn finish(mut self) -> LoadResult {
+        self.stop.store(true, Ordering::SeqCst);
+        let drained = tokio::time::timeout(CALL_TIMEOUT * 4, async {
+            while let Some(r) = self.tasks.join_next().await {
+                r.expect("load worker panicked");
+            }
+        })
+        .await;
+        assert!(drained.is_ok(), "the load workers did not stop");
+        LoadResult {
+            acked: self.acked.lock().unwrap().clone(),
+            failures: self.failures.lock().unwrap().clone(),
+            skipped: self.skipped.load(Ordering::Relaxed),
+        }
+    }
 }

@@ -32,9 +32,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-use crate::harness::{bin, metric_value};
+use crate::harness::{bin, http_get, keep_log, metric_value, stop_child};
 
 /// Fixed ports inside each node's namespace (every node has its own address).
 pub const KMS_PORT: u16 = 1688;
@@ -339,26 +337,21 @@ impl Lab {
         &mut self.nodes[k]
     }
 
+    /// `iptables -w <args>` in host `host`'s namespace.
+    fn iptables(&self, host: usize, args: &[&str]) -> Result<String, String> {
+        let mut argv = vec!["ip", "netns", "exec", &self.hosts[host], "iptables", "-w"];
+        argv.extend_from_slice(args);
+        run(&argv)
+    }
+
     /// Cut host `host` off from the hosts `peers` (iptables DROP in its namespace, INPUT
     /// from and OUTPUT to each peer's address). The test process still reaches it.
     pub fn cut(&self, host: usize, peers: &[usize]) {
         for &p in peers {
             let ip = self.host_ip(p).to_string();
             for (chain, dir) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
-                must(&[
-                    "ip",
-                    "netns",
-                    "exec",
-                    &self.hosts[host],
-                    "iptables",
-                    "-w",
-                    "-I",
-                    chain,
-                    dir,
-                    &ip,
-                    "-j",
-                    "DROP",
-                ]);
+                self.iptables(host, &["-I", chain, dir, &ip, "-j", "DROP"])
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         }
     }
@@ -366,31 +359,14 @@ impl Lab {
     /// Remove every rule [`Lab::cut`] added on host `host`.
     pub fn heal(&self, host: usize) {
         for chain in ["INPUT", "OUTPUT"] {
-            must(&[
-                "ip",
-                "netns",
-                "exec",
-                &self.hosts[host],
-                "iptables",
-                "-w",
-                "-F",
-                chain,
-            ]);
+            self.iptables(host, &["-F", chain])
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
 
     /// The DROP rules on host `host` (for diagnostics).
     pub fn rules(&self, host: usize) -> String {
-        run(&[
-            "ip",
-            "netns",
-            "exec",
-            &self.hosts[host],
-            "iptables",
-            "-w",
-            "-S",
-        ])
-        .unwrap_or_else(|e| e)
+        self.iptables(host, &["-S"]).unwrap_or_else(|e| e)
     }
 }
 
@@ -561,20 +537,7 @@ impl NsKmsd {
 
     /// SIGTERM and wait (up to 30 s) for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        let mut c = self.child.take().expect("node not running");
-        crate::harness::send_signal(c.id(), "TERM");
-        let start = Instant::now();
-        loop {
-            if let Some(st) = c.try_wait().expect("wait") {
-                return st;
-            }
-            if start.elapsed() > Duration::from_secs(30) {
-                let _ = c.kill();
-                let _ = c.wait();
-                panic!("kmsd did not stop within 30 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        stop_child(self.child.take().expect("node not running"))
     }
 
     /// Start again with the same data directory, flags and namespace.
@@ -604,43 +567,12 @@ impl NsKmsd {
 
     /// Copy the log next to the build (target/test-artifacts/e2e/<test>), for post-mortems.
     fn keep_log(&self) {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/test-artifacts/e2e")
-            .join(
-                std::thread::current()
-                    .name()
-                    .unwrap_or("test")
-                    .replace("::", "-"),
-            );
-        if std::fs::create_dir_all(&dir).is_ok() {
-            let file = dir.join(format!("{}-{}.log", self.ns, std::process::id()));
-            let _ = std::fs::write(&file, self.log_lines().join("\n"));
-            eprintln!("kmsd log kept in {}", file.display());
-        }
+        keep_log(&self.ns, &self.log_lines());
     }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Talking to the nodes from the test process (over the bridge)
-
-/// GET `path` from `addr`: (status, body), or `None` when nothing answers within 5 s.
-pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let exchange = async {
-        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let req = format!("GET {path} HTTP/1.1\r\nHost: kmsd\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut buf = Vec::new();
-        s.read_to_end(&mut buf).await.ok()?;
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        let status = text.split_whitespace().nth(1)?.parse().ok()?;
-        let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-        Some((status, body.to_string()))
-    };
-    tokio::time::timeout(Duration::from_secs(5), exchange)
-        .await
-        .ok()
-        .flatten()
-}
 
 /// One series of `/metrics` at `http` (0 when absent), `None` if the node does not answer.
 pub async fn metric(http: SocketAddr, series: &str) -> Option<f64> {
