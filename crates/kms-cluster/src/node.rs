@@ -174,7 +174,7 @@ pub struct NodeStatus {
     /// it is cut off and does not act (or report itself) as leader.
     pub leader_without_quorum: bool,
     /// Why the Raft core stopped, if it did (a storage error, a fatal bug): the node takes no
-    /// writes until restarted.
+    /// writes until the process restarts.
     pub raft_stopped: Option<String>,
     /// The cluster's host identity is applied on this node.
     pub has_identity: bool,
@@ -209,7 +209,8 @@ impl NodeStatus {
         };
         if let Some(e) = &self.raft_stopped {
             return not(format!(
-                "raft stopped: {e}; the node takes no writes until restarted"
+                "raft stopped: {e}; the node takes no writes until it restarts (kmsd does so \
+                 itself once its data directory takes writes again)"
             ));
         }
         if let Some(f) = &self.forming {
