@@ -25,7 +25,8 @@
 //! advertising this server's UDP payload limit and echoing the DO bit. Over UDP the response
 //! must fit min(client's EDNS size (≥ 512), configured maximum), or 512 without EDNS: the
 //! additional section goes first (RFC 2181 §9), then the answer is replaced by an empty
-//! `TC=1` response so the client retries over TCP.
+//! `TC=1` response so the client retries over TCP (keeping only the first question if the
+//! echoed questions of an error reply are what does not fit).
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -267,7 +268,9 @@ fn limit(query: &Message, ctx: &QueryContext) -> usize {
 }
 
 /// Make `resp` fit `limit` bytes: drop the additional section, then, if still too large,
-/// every record with TC=1.
+/// every record with TC=1, and last every question but the first (an error reply echoes every
+/// question of a NOTIMP or BADVERS query, and a 1232-byte query can hold more than 512 bytes of
+/// them once their compression pointers are expanded; one question always fits in 512).
 fn fit(mut resp: Message, limit: usize) -> Message {
     if encoded_len(&resp) <= limit {
         return resp;
@@ -279,6 +282,9 @@ fn fit(mut resp: Message, limit: usize) -> Message {
     resp.answers.clear();
     resp.authorities.clear();
     resp.metadata.truncation = true;
+    if resp.queries.len() > 1 && encoded_len(&resp) > limit {
+        resp.queries.truncate(1);
+    }
     resp
 }
 
@@ -804,6 +810,38 @@ mod tests {
         assert_eq!(types(&resp.answers), vec![RecordType::SOA]);
         let resp = one(answer(&z, &with_serial(serial - 1), &TCP_AXFR));
         assert_eq!(resp.answers.len(), 10);
+    }
+
+    /// Found by the `dns_message` fuzz target: a NOTIMP (or BADVERS) reply echoes every
+    /// question, so many long questions made a UDP reply larger than 512 bytes.
+    #[test]
+    fn error_replies_echoing_many_questions_fit_udp() {
+        let z = zones();
+        let mut m = Message::new(77, MessageType::Query, OpCode::Status);
+        let long = "a".repeat(60);
+        for i in 0..16 {
+            let name = format!("{long}.{long}.q{i}.kms.example.com.");
+            m.add_query(Query::query(n(&name), RecordType::A));
+        }
+        assert!(m.to_vec().unwrap().len() > 512);
+        let resp = one(answer(&z, &m, &UDP));
+        assert_eq!(resp.metadata.response_code, ResponseCode::NotImp);
+        assert!(resp.metadata.truncation);
+        assert_eq!(resp.queries, m.queries[..1]);
+        assert!(resp.to_vec().unwrap().len() <= 512);
+        // BADVERS likewise, within the client's EDNS size.
+        m.metadata.op_code = OpCode::Query;
+        let mut e = Edns::new();
+        e.set_version(1);
+        e.set_max_payload(600);
+        m.edns = Some(e);
+        let resp = one(answer(&z, &m, &UDP));
+        assert_eq!(resp.metadata.response_code, ResponseCode::BADVERS);
+        assert!(resp.to_vec().unwrap().len() <= 600);
+        // Over TCP there is room for all of them.
+        let resp = one(answer(&z, &m, &TCP));
+        assert_eq!(resp.queries.len(), 16);
+        assert!(!resp.metadata.truncation);
     }
 
     #[test]
