@@ -132,14 +132,20 @@ pub fn answer(zones: &Zones, query: &Message, ctx: &QueryContext) -> Reply {
     }
 }
 
-/// The minimal `TC=1` reply sent on a rate-limit slip turn: question and OPT only, never
-/// larger than the query.
-pub fn truncated_reply(query: &Message, ctx: &QueryContext) -> Message {
+/// The minimal `TC=1` reply sent on a rate-limit slip turn: the first question and OPT only,
+/// never larger than the query, whose size on the wire is `query_len`. A question name written
+/// as a compression pointer into the query's own header decodes to more bytes than the
+/// pointer took; if the question would make the reply larger than the query, it is left out
+/// (the header, and OPT if the query had one, always fit).
+pub fn truncated_reply(query: &Message, query_len: usize, ctx: &QueryContext) -> Message {
     let mut resp = skeleton(query, ctx);
     if resp.queries.len() > 1 {
         resp.queries.truncate(1);
     }
     resp.metadata.truncation = true;
+    if encoded_len(&resp) > query_len {
+        resp.queries.clear();
+    }
     resp
 }
 
@@ -848,10 +854,37 @@ mod tests {
     fn slip_reply_is_bare_and_truncated() {
         let mut m = q("_vlmcs._tcp.kms.example.com.", RecordType::SRV);
         m.edns = Some(Edns::new());
-        let r = truncated_reply(&m, &UDP);
+        let wire = m.to_vec().unwrap();
+        let r = truncated_reply(&m, wire.len(), &UDP);
         assert!(r.metadata.truncation);
         assert!(!r.metadata.authoritative);
         assert!(r.answers.is_empty() && r.authorities.is_empty());
-        assert!(r.to_vec().unwrap().len() <= m.to_vec().unwrap().len());
+        assert_eq!(r.queries, m.queries);
+        assert!(r.to_vec().unwrap().len() <= wire.len());
+    }
+
+    /// Found while reviewing what the `dns_message` fuzz target checks: a question name that is
+    /// a pointer into the query's header (here to offset 0: a 9-byte label made of the rest of
+    /// the id, the flags and the counts) decodes to 11 bytes from 2, so echoing it made the
+    /// slip reply 27 bytes for an 18-byte query.
+    #[test]
+    fn slip_reply_is_never_larger_than_the_query_on_the_wire() {
+        let wire = [
+            0x09, 0x61, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // header
+            0xc0, 0x00, 0x00, 0x01, 0x00, 0x01, // name = pointer to offset 0, A, IN
+        ];
+        let m = Message::from_vec(&wire).unwrap();
+        assert_eq!(m.queries.len(), 1);
+        let r = truncated_reply(&m, wire.len(), &UDP);
+        let bytes = r.to_vec().unwrap();
+        assert!(
+            bytes.len() <= wire.len(),
+            "{} > {}",
+            bytes.len(),
+            wire.len()
+        );
+        assert!(r.metadata.truncation);
+        assert!(r.queries.is_empty());
+        assert_eq!(Message::from_vec(&bytes).unwrap().metadata.id, 0x0961);
     }
 }

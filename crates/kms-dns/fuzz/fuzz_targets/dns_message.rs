@@ -183,7 +183,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     // The TC=1 reply of a rate-limit slip turn.
-    let tc = truncated_reply(&query, &ctx);
+    let tc = truncated_reply(&query, packet.len(), &ctx);
     let tc_bytes = tc.to_vec().expect("truncated reply encodes");
     assert!(
         tc_bytes.len() <= udp_limit,
