@@ -25,7 +25,8 @@
 //! advertising this server's UDP payload limit and echoing the DO bit. Over UDP the response
 //! must fit min(client's EDNS size (≥ 512), configured maximum), or 512 without EDNS: the
 //! additional section goes first (RFC 2181 §9), then the answer is replaced by an empty
-//! `TC=1` response so the client retries over TCP.
+//! `TC=1` response so the client retries over TCP (keeping only the first question if the
+//! echoed questions of an error reply are what does not fit).
 
 use hickory_proto::op::{Edns, Message, MessageType, Metadata, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
@@ -131,14 +132,20 @@ pub fn answer(zones: &Zones, query: &Message, ctx: &QueryContext) -> Reply {
     }
 }
 
-/// The minimal `TC=1` reply sent on a rate-limit slip turn: question and OPT only, never
-/// larger than the query.
-pub fn truncated_reply(query: &Message, ctx: &QueryContext) -> Message {
+/// The minimal `TC=1` reply sent on a rate-limit slip turn: the first question and OPT only,
+/// never larger than the query, whose size on the wire is `query_len`. A question name written
+/// as a compression pointer into the query's own header decodes to more bytes than the
+/// pointer took; if the question would make the reply larger than the query, it is left out
+/// (the header, and OPT if the query had one, always fit).
+pub fn truncated_reply(query: &Message, query_len: usize, ctx: &QueryContext) -> Message {
     let mut resp = skeleton(query, ctx);
     if resp.queries.len() > 1 {
         resp.queries.truncate(1);
     }
     resp.metadata.truncation = true;
+    if encoded_len(&resp) > query_len {
+        resp.queries.clear();
+    }
     resp
 }
 
@@ -267,7 +274,9 @@ fn limit(query: &Message, ctx: &QueryContext) -> usize {
 }
 
 /// Make `resp` fit `limit` bytes: drop the additional section, then, if still too large,
-/// every record with TC=1.
+/// every record with TC=1, and last every question but the first (an error reply echoes every
+/// question of a NOTIMP or BADVERS query, and a 1232-byte query can hold more than 512 bytes of
+/// them once their compression pointers are expanded; one question always fits in 512).
 fn fit(mut resp: Message, limit: usize) -> Message {
     if encoded_len(&resp) <= limit {
         return resp;
@@ -279,6 +288,9 @@ fn fit(mut resp: Message, limit: usize) -> Message {
     resp.answers.clear();
     resp.authorities.clear();
     resp.metadata.truncation = true;
+    if resp.queries.len() > 1 && encoded_len(&resp) > limit {
+        resp.queries.truncate(1);
+    }
     resp
 }
 
@@ -806,14 +818,73 @@ mod tests {
         assert_eq!(resp.answers.len(), 10);
     }
 
+    /// Found by the `dns_message` fuzz target: a NOTIMP (or BADVERS) reply echoes every
+    /// question, so many long questions made a UDP reply larger than 512 bytes.
+    #[test]
+    fn error_replies_echoing_many_questions_fit_udp() {
+        let z = zones();
+        let mut m = Message::new(77, MessageType::Query, OpCode::Status);
+        let long = "a".repeat(60);
+        for i in 0..16 {
+            let name = format!("{long}.{long}.q{i}.kms.example.com.");
+            m.add_query(Query::query(n(&name), RecordType::A));
+        }
+        assert!(m.to_vec().unwrap().len() > 512);
+        let resp = one(answer(&z, &m, &UDP));
+        assert_eq!(resp.metadata.response_code, ResponseCode::NotImp);
+        assert!(resp.metadata.truncation);
+        assert_eq!(resp.queries, m.queries[..1]);
+        assert!(resp.to_vec().unwrap().len() <= 512);
+        // BADVERS likewise, within the client's EDNS size.
+        m.metadata.op_code = OpCode::Query;
+        let mut e = Edns::new();
+        e.set_version(1);
+        e.set_max_payload(600);
+        m.edns = Some(e);
+        let resp = one(answer(&z, &m, &UDP));
+        assert_eq!(resp.metadata.response_code, ResponseCode::BADVERS);
+        assert!(resp.to_vec().unwrap().len() <= 600);
+        // Over TCP there is room for all of them.
+        let resp = one(answer(&z, &m, &TCP));
+        assert_eq!(resp.queries.len(), 16);
+        assert!(!resp.metadata.truncation);
+    }
+
     #[test]
     fn slip_reply_is_bare_and_truncated() {
         let mut m = q("_vlmcs._tcp.kms.example.com.", RecordType::SRV);
         m.edns = Some(Edns::new());
-        let r = truncated_reply(&m, &UDP);
+        let wire = m.to_vec().unwrap();
+        let r = truncated_reply(&m, wire.len(), &UDP);
         assert!(r.metadata.truncation);
         assert!(!r.metadata.authoritative);
         assert!(r.answers.is_empty() && r.authorities.is_empty());
-        assert!(r.to_vec().unwrap().len() <= m.to_vec().unwrap().len());
+        assert_eq!(r.queries, m.queries);
+        assert!(r.to_vec().unwrap().len() <= wire.len());
+    }
+
+    /// Found while reviewing what the `dns_message` fuzz target checks: a question name that is
+    /// a pointer into the query's header (here to offset 0: a 9-byte label made of the rest of
+    /// the id, the flags and the counts) decodes to 11 bytes from 2, so echoing it made the
+    /// slip reply 27 bytes for an 18-byte query.
+    #[test]
+    fn slip_reply_is_never_larger_than_the_query_on_the_wire() {
+        let wire = [
+            0x09, 0x61, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // header
+            0xc0, 0x00, 0x00, 0x01, 0x00, 0x01, // name = pointer to offset 0, A, IN
+        ];
+        let m = Message::from_vec(&wire).unwrap();
+        assert_eq!(m.queries.len(), 1);
+        let r = truncated_reply(&m, wire.len(), &UDP);
+        let bytes = r.to_vec().unwrap();
+        assert!(
+            bytes.len() <= wire.len(),
+            "{} > {}",
+            bytes.len(),
+            wire.len()
+        );
+        assert!(r.metadata.truncation);
+        assert!(r.queries.is_empty());
+        assert_eq!(Message::from_vec(&bytes).unwrap().metadata.id, 0x0961);
     }
 }

@@ -167,7 +167,7 @@ impl ZoneResponder {
                 RateDecision::Drop => return drop(DropReason::RateLimited),
                 RateDecision::Slip => {
                     drop(DropReason::RateLimited);
-                    return vec![truncated_reply(&query, &ctx)];
+                    return vec![truncated_reply(&query, packet.len(), &ctx)];
                 }
             }
         }
