@@ -271,8 +271,9 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(2);
 /// [`MAX_RETRY_DELAY`].
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(200);
 /// A peer that answered anything within this long is not considered down on a timeout (a
-/// slow answer under load is not an outage).
-const RECENT_ANSWER: Duration = Duration::from_secs(1);
+/// slow answer under load is not an outage; a peer behind a partition that drops packets only
+/// ever times out, and is held back once it has been silent this long).
+const RECENT_ANSWER: Duration = Duration::from_secs(5);
 
 /// What the transport knows of one peer address: when it last answered and, while it does not,
 /// when the next Raft call may try it again. Openraft retries heartbeats, votes and

@@ -310,9 +310,9 @@ impl Node {
             // could win before it raises its term, so its return does not depose a healthy
             // leader.
             enable_pre_vote: Some(true),
-            // A leader that lost its quorum stops heartbeating for 3 s at a time instead of
-            // sending heartbeats nobody answers (at least lease + the longest election timeout).
-            quorum_loss_probe_interval: Some(3000),
+            // Not `quorum_loss_probe_interval`: on a starved host (acks late, not lost) its
+            // heartbeat pauses cause elections; heartbeats to peers that do not answer already
+            // fail at the transport's gate without a connection attempt.
             ..Config::default()
         }
         .validate()
