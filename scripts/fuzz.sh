@@ -37,7 +37,7 @@ for dir in "$@"; do
         # shellcheck disable=SC2206 # FUZZ_FLAGS is a list of flags on purpose
         flags+=(${FUZZ_FLAGS:-})
         if ! (cd "${dir}" && cargo +nightly fuzz run "${target}" "${corpus}" -- "${flags[@]}"); then
-            echo "!! ${target}: crash found (see ${dir#"${root}"/}/artifacts/${target}/)"
+            echo "!! ${target}: failed: a crash (see ${dir#"${root}"/}/artifacts/${target}/) or an interrupted run"
             status=1
         fi
     done

@@ -89,11 +89,21 @@ mod effective_filter_tests {
     }
 }
 
+/// The `EnvFilter` builder for `--log-level`: span field values (`kms_host[conn{peer=1}]`) are
+/// matched literally, not as regular expressions. tracing-subscriber compiles a regex field
+/// value into a DFA, and a 45-byte filter (`kmsd[conn{peer=..........n.............}]=off`,
+/// found by the `config_parsers` fuzz target) took 14 s and hundreds of MB to check, larger
+/// ones minutes and gigabytes, before the node started.
+fn filter_builder() -> tracing_subscriber::filter::Builder {
+    EnvFilter::builder().with_regex(false)
+}
+
 /// Check a `--log-level` filter strictly: every comma-separated directive is a level
-/// (`info`) or `TARGET=LEVEL` (`openraft=warn`, spans allowed: `kms_host[conn]=debug`), with a
-/// level among [`LEVELS`], and the whole parses as a tracing `EnvFilter`. A misspelt level
-/// would otherwise be taken for a target name and silence the log. Returns the filter with the
-/// blanks around directives removed (`warn, kmsd=debug` → `warn,kmsd=debug`).
+/// (`info`) or `TARGET=LEVEL` (`openraft=warn`, spans allowed: `kms_host[conn]=debug`, field
+/// values compared literally), with a level among [`LEVELS`], and the whole parses as a tracing
+/// `EnvFilter`. A misspelt level would otherwise be taken for a target name and silence the
+/// log. Returns the filter with the blanks around directives removed (`warn, kmsd=debug` →
+/// `warn,kmsd=debug`).
 pub fn check_filter(filter: &str) -> Result<String, String> {
     let valid = LEVELS.join(", ");
     let directives: Vec<&str> = filter
@@ -128,7 +138,7 @@ pub fn check_filter(filter: &str) -> Result<String, String> {
         }
     }
     let filter = directives.join(",");
-    EnvFilter::builder()
+    filter_builder()
         .parse(effective_filter(&filter))
         .map(|_| filter.clone())
         .map_err(|e| format!("'{filter}': {e} (levels: {valid})"))
@@ -138,7 +148,7 @@ pub fn check_filter(filter: &str) -> Result<String, String> {
 /// Keep the guard until the process ends: dropping it writes out every buffered line.
 /// `filter` is the `--log-level` checked by [`check_filter`].
 pub fn init(format: LogFormat, filter: &str) -> LogGuard {
-    let filter = EnvFilter::builder()
+    let filter = filter_builder()
         .parse(effective_filter(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let (writer, guard) = Buffered::start(Box::new(std::io::stderr()));
@@ -364,6 +374,25 @@ pub(crate) mod capture {
 mod tests {
     use super::capture::Capture;
     use super::*;
+
+    /// Found by the `config_parsers` fuzz target: with regex field values this took 14 s (and
+    /// longer variants minutes and gigabytes) in tracing-subscriber's DFA construction.
+    #[test]
+    fn span_field_values_are_not_compiled_as_regexes() {
+        let start = std::time::Instant::now();
+        let slow = "kmsd[conn{peer=..........n.............}]=off";
+        assert_eq!(check_filter(slow).as_deref(), Ok(slow));
+        let _ = check_filter(&format!(
+            "kmsd[conn{{peer={}n{}}}]=off",
+            ".".repeat(40),
+            ".".repeat(40)
+        ));
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
 
     #[test]
     fn log_filters_are_checked_strictly() {
