@@ -506,7 +506,7 @@ impl Node {
         let cut_off = leader_without_quorum(&m);
         let now = FileTime::from_system_time(SystemTime::now());
         let directory = self.read(|s| s.nodes().clone());
-        let members = m
+        let members: Vec<MemberStatus> = m
             .membership_config
             .membership()
             .nodes()
@@ -565,6 +565,12 @@ impl Node {
                 .collect()
         });
         let seats = self.read(|s| s.seat_usage(now));
+        // The same per-member lag the member list shows (on the leader only).
+        let replication_lag = members
+            .iter()
+            .filter(|ms: &&MemberStatus| ms.id != me)
+            .filter_map(|ms| ms.lag.map(|lag| (ms.id, lag)))
+            .collect();
         let leader_id = m.current_leader.filter(|l| !(cut_off && *l == me));
         let applied_index = m.last_applied.as_ref().map(|l| l.index).unwrap_or(0);
         let behind_leader = match m.current_leader {
@@ -598,22 +604,7 @@ impl Node {
                 || (m.current_leader.is_none() && m.state != ServerState::Leader),
             journal_entries: self.journal.len(),
             seats,
-            replication_lag: m
-                .replication
-                .as_ref()
-                .map(|r| {
-                    let last = m.last_log_index.unwrap_or(0);
-                    r.iter()
-                        .filter(|(id, _)| **id != self.settings.node_id)
-                        .map(|(id, matched)| {
-                            (
-                                *id,
-                                last.saturating_sub(matched.map(|l| l.index).unwrap_or(0)),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            replication_lag,
         }
     }
 
